@@ -1,0 +1,34 @@
+"""Command-line conveniences shared by the jaxat entry points."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_FRACTION = re.compile(r"^(--config\.[\w.]+)=(-?\d+)/(\d+)$")
+
+
+def rewrite_fraction_overrides(argv: list[str]) -> list[str]:
+  """Turns `--config.field=8/255` into `--config.field=0.03137254901960784`.
+
+  Radii and step sizes are config floats in [0,1] pixel units; researchers think of them
+  as k/255, so the override accepts that spelling.
+  """
+  out = []
+  for arg in argv:
+    match = _FRACTION.match(arg)
+    if match:
+      name, numerator, denominator = match.groups()
+      if int(denominator) == 0:
+        raise ValueError(f"{arg}: division by zero")
+      arg = f"{name}={float(Fraction(int(numerator), int(denominator)))!r}"
+    out.append(arg)
+  return out
+
+
+def parse_fraction(text: str) -> float:
+  """'8/255' -> 0.0313..., '0.5' -> 0.5; a clear error otherwise."""
+  try:
+    return float(Fraction(text.strip()))
+  except (ValueError, ZeroDivisionError) as error:
+    raise ValueError(f"expected a number such as 8/255 or 0.5, got {text!r}") from error

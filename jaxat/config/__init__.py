@@ -1,0 +1,1 @@
+"""Configs as plain data: the base config, dataset/recipe presets and validation."""

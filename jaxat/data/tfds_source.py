@@ -1,0 +1,160 @@
+"""Public datasets read from a prepared TensorFlow Datasets directory.
+
+Uses `tfds.data_source`, the random-access reader over ArrayRecord files, which works
+without TensorFlow. Nothing is ever downloaded here: the dataset must have been
+prepared beforehand (`tfds build <name> --file_format=array_record`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxat.data.public_datasets import CIFAR10, CIFAR100, SVHN, PublicDatasetFacts
+from jaxat.data.types import ArrayDataset, DatasetSplits
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsDataset:
+  """How one of our dataset names maps onto TFDS.
+
+  Attributes:
+    tfds_name: the TFDS builder name.
+    facts: canonical class names, channel statistics and image shape.
+  """
+
+  tfds_name: str
+  facts: PublicDatasetFacts
+
+
+TFDS_DATASETS = {
+    "cifar10": TfdsDataset("cifar10", CIFAR10),
+  # TFDS's 'label' is the fine (100-class) label; 'coarse_label' is ignored.
+    "cifar100": TfdsDataset("cifar100", CIFAR100),
+  # svhn_cropped labels are already the digit shown, 0..9.
+    "svhn": TfdsDataset("svhn_cropped", SVHN),
+}
+
+
+def tfds_dataset_path(name: str, data_dir: str) -> str:
+  """The folder where TFDS looks for the prepared dataset `name`.
+
+  Args:
+    name: one of TFDS_DATASETS.
+    data_dir: the TFDS data_dir; '' means the TFDS default ($TFDS_DATA_DIR or
+      ~/tensorflow_datasets).
+  """
+  builder = tfds.builder(TFDS_DATASETS[name].tfds_name, data_dir=_tfds_data_dir(data_dir))
+  return str(builder.data_path)
+
+
+def build_instructions(name: str, data_dir: str) -> str:
+  """How to prepare the dataset for TFDS on a machine with internet access."""
+  target = data_dir or "<tfds data_dir>"
+  return (
+      f"on a machine with internet run `tfds build {TFDS_DATASETS[name].tfds_name} "
+      f"--file_format=array_record --data_dir={target}` (array_record is required: "
+      "the random-access reader cannot read TFRecord), copy that data_dir to this "
+      "machine and set data_dir to it (source 'tfds' or 'auto')"
+  )
+
+
+def _tfds_data_dir(data_dir: str) -> str | None:
+  return os.path.expanduser(data_dir) if data_dir else None
+
+
+def _read_split(source: Sequence[dict], image_shape: tuple[int, int, int]) -> ArrayDataset:
+  # Records are read one at a time: decoding each stored PNG dominates either way, and
+  # the batched `__getitems__` is broken under `tfds.testing.mock_data` (TFDS 4.9.10),
+  # so it could not be tested offline. Records land straight in preallocated arrays so
+  # a 50k split never exists as a Python list of arrays.
+  count = len(source)
+  images = np.empty((count, *image_shape), np.uint8)
+  labels = np.empty((count,), np.int32)
+  for index in range(count):
+    record = source[index]
+    images[index] = record["image"]
+    labels[index] = record["label"]
+  return ArrayDataset(images, labels)
+
+
+def class_names_from_label_feature(
+    label_feature: tfds.features.ClassLabel, facts: PublicDatasetFacts
+) -> tuple[str, ...]:
+  """The label names TFDS recorded, or the canonical names if it recorded none.
+
+  Args:
+    label_feature: the dataset's 'label' feature from its TFDS info.
+    facts: the canonical facts of the same dataset.
+  """
+  names = tuple(label_feature.names)
+  # TFDS fills label names from the downloaded archive while preparing; info that
+  # was not prepared from the archive holds the placeholders '0'..'n-1' instead.
+  placeholders = tuple(str(index) for index in range(len(names)))
+  if len(names) != facts.num_classes or names == placeholders:
+    return facts.class_names
+  return names
+
+
+def load_tfds(name: str, data_dir: str) -> DatasetSplits:
+  """The train and test splits of a prepared TFDS dataset.
+
+  Args:
+    name: one of TFDS_DATASETS ('cifar10', 'cifar100', 'svhn').
+    data_dir: the TFDS data_dir; '' means the TFDS default.
+
+  Returns:
+    DatasetSplits with uint8 (N, 32, 32, 3) images, int32 labels, class names from
+    the TFDS metadata (canonical names when it has only placeholders) and the
+    canonical mean/std.
+
+  Raises:
+    ValueError: name is not one of TFDS_DATASETS.
+    FileNotFoundError: the dataset is not prepared under data_dir.
+  """
+  if name not in TFDS_DATASETS:
+    raise ValueError(
+        f"dataset {name!r} is not available from TFDS; choose one of "
+        f"{sorted(TFDS_DATASETS)}"
+    )
+  dataset = TFDS_DATASETS[name]
+  try:
+    train_source, test_source = tfds.data_source(
+        dataset.tfds_name,
+        split=["train", "test"],
+        data_dir=_tfds_data_dir(data_dir),
+        download=False,
+    )
+  except Exception as error:
+    # TFDS reports a missing dataset as KeyError, NotImplementedError or OSError
+    # depending on what is on disk. Only when the builder confirms that nothing is
+    # prepared is the failure translated; any other error propagates unchanged.
+    builder = tfds.builder(dataset.tfds_name, data_dir=_tfds_data_dir(data_dir))
+    if builder.is_prepared():
+      raise
+    raise FileNotFoundError(
+        f"TFDS dataset {dataset.tfds_name!r} is not prepared: looked at "
+        f"{builder.data_path}; {build_instructions(name, data_dir)}"
+    ) from error
+  info = train_source.dataset_info
+  image_shape = tuple(int(size) for size in info.features["image"].shape)
+  num_classes = int(info.features["label"].num_classes)
+  if image_shape != dataset.facts.image_shape or num_classes != dataset.facts.num_classes:
+    raise ValueError(
+        f"TFDS dataset {dataset.tfds_name!r} has images {image_shape} and "
+        f"{num_classes} classes; expected {dataset.facts.image_shape} and "
+        f"{dataset.facts.num_classes}"
+    )
+  return DatasetSplits(
+      name=name,
+      train=_read_split(train_source, image_shape),
+      test=_read_split(test_source, image_shape),
+      num_classes=num_classes,
+      class_names=class_names_from_label_feature(info.features["label"], dataset.facts),
+      mean=dataset.facts.mean,
+      std=dataset.facts.std,
+  )

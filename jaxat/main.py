@@ -1,0 +1,75 @@
+"""Train a classifier: `python -m jaxat.main --config=configs/<name>.py[:<args>] [--workdir=DIR]
+[--config.<field>=<value> ...]`.
+
+`<args>` is a comma list of presets, e.g. `digits`, `cifar10`, `smoke` (see
+jaxat/config/presets.py). Overrides accept k/255 fractions (`--config.method.attack.eps=8/255`).
+Without --workdir the run goes to runs/<config name>[_<args>].
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxat.cli_args import rewrite_fraction_overrides
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
+flags.mark_flags_as_required(["config"])
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job.
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, preset = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  suffix = "_" + preset.replace(",", "_") if preset else ""
+  return os.path.join("runs", name + suffix)
+
+
+def _config_argument(argv: list[str]) -> str:
+  """The raw value of --config (path[:args]) as typed."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "config"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Imported here so that --help and flag errors do not pay for JAX start-up.
+  from jaxat.train.train import Preempted, train_and_evaluate
+
+  workdir = _WORKDIR.value or default_workdir(_config_argument(sys.argv))
+  logging.info("workdir: %s", workdir)
+  try:
+    results = train_and_evaluate(_CONFIG.value, workdir)
+  except Preempted as preempted:
+    logging.warning("%s", preempted)
+    sys.exit(PREEMPTED_EXIT_CODE)
+  summary = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if k.endswith("_acc"))
+  print(f"results ({results['weights']} weights, {results['num_test_examples']} test examples): "
+        f"{summary}; fingerprint {results['fingerprint']}; written to {os.path.join(workdir, 'results.json')}")
+
+
+class _QuietLibraries:
+  """Drops INFO records of checkpointing internals; warnings and errors still pass."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname
+
+
+def run() -> None:
+  sys.argv = rewrite_fraction_overrides(sys.argv)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,43 @@
+"""Conv and BatchNorm layers configured to match PyTorch's semantics exactly.
+
+Must be called inside a Flax `@nn.compact` method (the layer is attached to the
+module that is being set up).
+"""
+
+from flax import linen as nn
+
+from jaxat.models.initializers import pytorch_default_kernel_init
+
+# PyTorch BatchNorm2d(momentum=0.1) updates running = 0.9 * running + 0.1 * batch;
+# Flax's `momentum` is the weight of the old value, hence 0.9.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# Explicit padding: 'SAME' pads (0, 1) for stride 2 on even sizes, PyTorch pads (1, 1).
+_PAD_3X3 = ((1, 1), (1, 1))
+
+
+def conv3x3(features: int, stride: int, name: str, *, use_bias: bool = False,
+            kernel_init=pytorch_default_kernel_init, bias_init=None) -> nn.Conv:
+  """3x3 conv with PyTorch padding=1 (output size ceil(H / stride)) on NHWC inputs."""
+  extra = {} if bias_init is None else {'bias_init': bias_init}
+  return nn.Conv(features, (3, 3), strides=(stride, stride), padding=_PAD_3X3,
+                 use_bias=use_bias, kernel_init=kernel_init, name=name, **extra)
+
+
+def conv1x1(features: int, stride: int, name: str, *,
+            kernel_init=pytorch_default_kernel_init) -> nn.Conv:
+  """Bias-free 1x1 conv (padding=0), the projection used by residual shortcuts."""
+  return nn.Conv(features, (1, 1), strides=(stride, stride), padding='VALID',
+                 use_bias=False, kernel_init=kernel_init, name=name)
+
+
+def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+  """BatchNorm2d over the channel axis with PyTorch momentum/epsilon, gamma=1, beta=0.
+
+  Uses batch statistics and updates the 'batch_stats' collection when `train`,
+  otherwise the running averages. Flax keeps the biased batch variance in the
+  running average where PyTorch keeps the unbiased one (a factor n/(n-1), n = B*H*W).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=BN_EPSILON, name=name)

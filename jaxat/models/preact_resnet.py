@@ -1,0 +1,86 @@
+"""Pre-activation ResNet-18 in the two layouts used by the reference methods."""
+
+from flax import linen as nn
+import jax.numpy as jnp
+
+from jaxat.models.activations import activation_fn
+from jaxat.models.initializers import (pytorch_default_bias_init,
+                                       pytorch_default_kernel_init)
+from jaxat.models.input_normalization import normalize_input
+from jaxat.models.layers import batch_norm, conv1x1, conv3x3
+
+# (output channels, stride of the first block) per stage; two blocks per stage.
+_PREACT_RESNET18_STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
+_BLOCKS_PER_STAGE = 2
+
+
+class PreActBlock(nn.Module):
+  """Pre-activation block (He et al. 2016, identity mappings).
+
+  out = act(BN1(x)); shortcut = conv1x1(out) if stride != 1 or C_in != features else x;
+  returns conv2(act(BN2(conv1(out)))) + shortcut. The projection has no BN.
+  Input (B, H, W, C_in) -> output (B, ceil(H/stride), ceil(W/stride), features).
+  """
+  features: int
+  stride: int
+  activation: str
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    act = activation_fn(self.activation)
+    out = act(batch_norm(train, 'bn1')(x))
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = conv1x1(self.features, self.stride, 'shortcut_conv')(out)
+    else:
+      shortcut = x
+    out = conv3x3(self.features, self.stride, 'conv1')(out)
+    out = conv3x3(self.features, 1, 'conv2')(act(batch_norm(train, 'bn2')(out)))
+    return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+  """PreAct ResNet-18: 3x3 stem conv 64 (no BN), four stages of PreActBlocks, GAP, dense.
+
+  final_bn=True is the locuslab/AWP/N-FGSM layout (BN + act before pooling,
+  11,172,170 parameters for 10 classes); final_bn=False is the kuangliu layout used
+  by LAS-AT/FGSM-SDI/FGSM-PGI/GradAlign (pooling straight after the last block,
+  11,171,146 parameters). Initialisation is PyTorch's default: conv/dense kernels and
+  the dense bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN gamma=1, beta=0.
+
+  Attributes:
+    num_classes: number of logits.
+    final_bn: add the final BN + activation before pooling (submodule `bn_final`).
+    activation: name from ACTIVATION_NAMES.
+    mean, std: per-channel input statistics in [0, 1] pixel units.
+  """
+  num_classes: int
+  final_bn: bool = True
+  activation: str = 'relu'
+  mean: tuple[float, ...] = (0.0,)
+  std: tuple[float, ...] = (1.0,)
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Classifies NHWC images.
+
+    Args:
+      x: (B, H, W, C) float32 pixels in [0, 1].
+      train: use and update batch statistics in 'batch_stats'.
+
+    Returns:
+      logits (B, num_classes) and features (B, 512), the pooled input of `dense`.
+    """
+    x = normalize_input(x, self.mean, self.std)
+    x = conv3x3(64, 1, 'conv1')(x)
+    for stage, (features, first_stride) in enumerate(_PREACT_RESNET18_STAGES, start=1):
+      for block in range(_BLOCKS_PER_STAGE):
+        stride = first_stride if block == 0 else 1
+        x = PreActBlock(features, stride, self.activation,
+                        name=f'layer{stage}_{block}')(x, train)
+    if self.final_bn:
+      x = activation_fn(self.activation)(batch_norm(train, 'bn_final')(x))
+    features = jnp.mean(x, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, kernel_init=pytorch_default_kernel_init,
+                      bias_init=pytorch_default_bias_init(features.shape[-1]),
+                      name='dense')(features)
+    return logits, features

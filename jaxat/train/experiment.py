@@ -1,0 +1,132 @@
+"""Everything a run is built from, assembled (and validated) before anything is compiled.
+
+`build_experiment(config)` loads and splits the data, validates the whole config, and
+creates the model, method, schedule, optimiser and mesh. `init_state` then creates the
+replicated initial TrainState. The evaluation CLI rebuilds the same pieces from a run's
+`config.json` to restore its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxat.config.validate import validate_config
+from jaxat.data.registry import load_dataset
+from jaxat.data.types import ArrayDataset, DatasetSplits
+from jaxat.data.validation import split_validation
+from jaxat.methods.base import Method, StepContext
+from jaxat.methods.registry import create_method, get_method_class
+from jaxat.models.forward import ModelFn
+from jaxat.models.registry import create_model
+from jaxat.train import keys, sharding
+from jaxat.train.optimizer import make_optimizer
+from jaxat.train.schedules import Schedule, make_schedule
+from jaxat.train.state import TrainState
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: ml_collections.ConfigDict
+  splits: DatasetSplits
+  train: ArrayDataset
+  validation: ArrayDataset | None
+  test: ArrayDataset
+  model: ModelFn
+  method: Method
+  ctx: StepContext
+  schedule: Schedule
+  tx: optax.GradientTransformation
+  mesh: Any
+
+  @property
+  def total_steps(self) -> int:
+    return self.ctx.steps_per_epoch * self.ctx.num_epochs
+
+
+def _truncate(dataset: ArrayDataset, limit: int) -> ArrayDataset:
+  if limit <= 0 or limit >= len(dataset):
+    return dataset
+  return ArrayDataset(dataset.images[:limit], dataset.labels[:limit])
+
+
+def resolve_num_devices(config: ml_collections.ConfigDict) -> int:
+  available = jax.device_count()
+  if config.num_devices > available:
+    raise ValueError(f"num_devices={config.num_devices} but only {available} device(s) are "
+                     f"available: {[str(d) for d in jax.devices()]}")
+  return config.num_devices or available
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates `config` and builds the run's pieces. Raises ValueError/FileNotFoundError
+  with a clear message on bad input, before any compilation."""
+  num_devices = resolve_num_devices(config)
+  validate_config(config, num_devices)
+  splits = load_dataset(config.dataset)
+  train, validation = split_validation(splits.train, config.dataset.val_size, config.seed)
+  train = _truncate(train, config.dataset.max_train)
+  test = _truncate(splits.test, config.dataset.max_test)
+  get_method_class(config.method.name).validate(config.method, splits.num_classes)
+  steps_per_epoch = len(train) // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
+                     f"({len(train)} examples after the validation split); lower batch_size")
+
+  module = create_model(config.model, splits.num_classes, tuple(splits.mean), tuple(splits.std))
+  model = ModelFn(module)
+  ctx = StepContext(model=model, num_classes=splits.num_classes, num_train=len(train),
+                    image_shape=tuple(int(s) for s in train.images.shape[1:]),
+                    steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs,
+                    batch_size=config.batch_size)
+  schedule = make_schedule(config.schedule, steps_per_epoch, config.num_epochs)
+  tx = make_optimizer(config.optimizer, schedule)
+  mesh = sharding.make_mesh(num_devices)
+  return Experiment(config=config, splits=splits, train=train, validation=validation, test=test,
+                    model=model, method=create_method(config.method), ctx=ctx, schedule=schedule,
+                    tx=tx, mesh=mesh)
+
+
+def init_state(exp: Experiment) -> TrainState:
+  """The initial TrainState, replicated over the mesh."""
+  init_key = keys.stream(exp.config.seed, keys.INIT)
+  model_key, method_key = jax.random.split(init_key)
+  dummy = jnp.zeros((1,) + exp.ctx.image_shape, jnp.float32)
+  variables = exp.model.module.init(model_key, dummy, train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  method_state = exp.method.init_state(method_key, exp.ctx, params, batch_stats)
+  with_ema = exp.config.ema.decay > 0
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+      opt_state=exp.tx.init(params),
+      ema_params=jax.tree.map(jnp.copy, params) if with_ema else {},
+      ema_batch_stats=jax.tree.map(jnp.copy, batch_stats) if with_ema else {},
+      method_state=method_state)
+  return jax.device_put(state, sharding.replicated(exp.mesh))
+
+
+def put_train_data(exp: Experiment) -> tuple[jax.Array, jax.Array]:
+  """The training images (uint8) and labels, stored once on device, replicated."""
+  replicated = sharding.replicated(exp.mesh)
+  return (jax.device_put(np.ascontiguousarray(exp.train.images), replicated),
+          jax.device_put(exp.train.labels.astype(np.int32), replicated))
+
+
+def epoch_permutation_fn(exp: Experiment):
+  """jitted epoch -> permutation of the training indices, from fold_in(seed, epoch)."""
+  permutation_stream = keys.stream(exp.config.seed, keys.PERMUTATION)
+  num_train = exp.ctx.num_train
+
+  @jax.jit
+  def permutation(epoch):
+    return jax.random.permutation(jax.random.fold_in(permutation_stream, epoch), num_train).astype(jnp.int32)
+
+  replicated = sharding.replicated(exp.mesh)
+  return lambda epoch: jax.device_put(permutation(epoch), replicated)

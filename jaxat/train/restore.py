@@ -1,0 +1,84 @@
+"""Restoring a trained classifier from a jaxat workdir (evaluation CLI, HAT's helper model).
+
+`load_trained_model(workdir, checkpoint='last'|'best', weights='raw'|'ema')` rebuilds the
+run's experiment from `workdir/config.json` (data, model, method), creates the state
+structure and restores the chosen checkpoint into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from jaxat.models.forward import ModelFn
+from jaxat.train.checkpoint import Checkpointer
+from jaxat.train.experiment import Experiment, build_experiment, init_state
+from jaxat.train.state import TrainState
+
+CHECKPOINTS = ("last", "best")
+WEIGHTS = ("raw", "ema")
+
+
+def _lists_to_tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _lists_to_tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_lists_to_tuples(v) for v in value)
+  return value
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The locked config of the run in `workdir` (tuples restored from JSON lists)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no jaxat run in {workdir!r}: {path} does not exist (train with "
+                            "python -m jaxat.main --workdir=... first)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+  config.lock()
+  return config
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  """A restored classifier: `model(params, batch_stats, x, 'eval')` gives logits/features."""
+
+  config: ml_collections.ConfigDict
+  experiment: Experiment
+  model: ModelFn
+  params: Any
+  batch_stats: Any
+  state: TrainState
+  step: int
+
+
+def load_trained_model(workdir: str, checkpoint: str = "last", weights: str = "raw") -> TrainedModel:
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f"unknown checkpoint {checkpoint!r}; valid choices: {', '.join(CHECKPOINTS)}")
+  if weights not in WEIGHTS:
+    raise ValueError(f"unknown weights {weights!r}; valid choices: {', '.join(WEIGHTS)}")
+  config = load_run_config(workdir)
+  if weights == "ema" and config.ema.decay <= 0:
+    raise ValueError(f"weights='ema' but the run in {workdir!r} trained without EMA "
+                     "(ema.decay = 0); use weights='raw'")
+  exp = build_experiment(config)
+  exp.method.setup(config, workdir)
+  state_like = init_state(exp)
+  checkpointer = Checkpointer(workdir, config.checkpoint.keep)
+  try:
+    step = checkpointer.latest_step() if checkpoint == "last" else checkpointer.best_step()
+    if step is None:
+      extra = (" (a best checkpoint exists only for runs with a validation split, "
+               "dataset.val_size > 0)" if checkpoint == "best" else "")
+      raise FileNotFoundError(f"no {checkpoint!r} checkpoint in {workdir}/checkpoints{extra}")
+    state, _ = checkpointer.restore_state_only(checkpoint, state_like)
+  finally:
+    checkpointer.close()
+  params, batch_stats = ((state.ema_params, state.ema_batch_stats) if weights == "ema"
+                         else (state.params, state.batch_stats))
+  return TrainedModel(config=config, experiment=exp, model=exp.model, params=params,
+                      batch_stats=batch_stats, state=state, step=int(state.step))

@@ -1,0 +1,83 @@
+"""Learning-rate schedules indexed by the 0-based iteration (optimizer step) count.
+
+The value returned for step s is the learning rate used by the s-th update, i.e. the
+PyTorch scheduler value after s calls of `scheduler.step()` (methods.md §1.4). Boundaries
+are fractions of training so a recipe rescales with num_epochs.
+
+- constant:  lr_max.
+- piecewise: Rice/AWP: evaluated at the fractional epoch t = (s + 1) / steps_per_epoch;
+             lr = lr_max * decay_factor ** #{b : t / num_epochs >= b}.
+- multistep: Jia family (per iteration): lr = lr_max * decay_factor ** #{b : s >= b * total}.
+             With per_epoch=True (TRADES/MART/ANCRA, adjusted at epoch starts with 1-based
+             epoch numbers e): #{b : e >= b * num_epochs}. Unlike PyTorch's MultiStepLR with
+             non-integral milestones (which silently never decays), every boundary fires.
+- onecycle:  PyTorch OneCycleLR (cosine, two phases): from lr_max/div_factor up to lr_max at
+             step pct_start*total - 1, then down to lr_max/(div_factor*final_div_factor) at
+             step total - 1.
+- cyclic:    triangular (fast AT): 0 -> lr_max linearly over pct_start of the iterations,
+             back to 0 at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+import ml_collections
+
+Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int) -> Schedule:
+  total = steps_per_epoch * num_epochs
+  lr_max = float(cfg.lr_max)
+  factor = float(cfg.decay_factor)
+  bounds = tuple(float(b) for b in cfg.boundaries)
+
+  if cfg.name == "constant":
+    return lambda step: jnp.full((), lr_max, jnp.float32)
+
+  if cfg.name == "piecewise":
+    def piecewise(step):
+      fraction = (jnp.asarray(step, jnp.float32) + 1.0) / steps_per_epoch / num_epochs
+      decays = sum((fraction >= b).astype(jnp.float32) for b in bounds) if bounds else 0.0
+      return lr_max * jnp.power(factor, decays)
+    return piecewise
+
+  if cfg.name == "multistep":
+    def multistep(step):
+      step = jnp.asarray(step)
+      if cfg.per_epoch:
+        epoch_1based = (step // steps_per_epoch + 1).astype(jnp.float32)
+        decays = sum((epoch_1based >= b * num_epochs).astype(jnp.float32) for b in bounds) if bounds else 0.0
+      else:
+        decays = sum((step.astype(jnp.float32) >= b * total).astype(jnp.float32) for b in bounds) if bounds else 0.0
+      return lr_max * jnp.power(factor, decays)
+    return multistep
+
+  if cfg.name == "onecycle":
+    initial = lr_max / float(cfg.div_factor)
+    final = initial / float(cfg.final_div_factor)
+    warm_end = float(cfg.pct_start) * total - 1.0
+    last = float(total - 1)
+
+    def cosine(start, end, pct):
+      return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+
+    def onecycle(step):
+      s = jnp.asarray(step, jnp.float32)
+      up = cosine(initial, lr_max, jnp.clip(s / jnp.maximum(warm_end, 1e-9), 0.0, 1.0))
+      down = cosine(lr_max, final, jnp.clip((s - warm_end) / jnp.maximum(last - warm_end, 1e-9), 0.0, 1.0))
+      return jnp.where(s <= warm_end, up, down)
+    return onecycle
+
+  if cfg.name == "cyclic":
+    peak = float(cfg.pct_start) * total
+
+    def cyclic(step):
+      s = jnp.asarray(step, jnp.float32)
+      return jnp.interp(s, jnp.array([0.0, peak, float(total)]), jnp.array([0.0, lr_max, 0.0]))
+    return cyclic
+
+  raise ValueError(f"unknown schedule.name {cfg.name!r}; valid choices: constant, piecewise, "
+                   "multistep, onecycle, cyclic")

@@ -1,0 +1,124 @@
+"""The jitted training step: batch formation, augmentation, the method's two phases, the
+optimiser update and on-device metric accumulation, compiled once for the whole run.
+
+`train_step(state, sums, train_images, train_labels, permutation) -> (state, sums)`
+- train_images: (N,H,W,C) uint8, device-resident and replicated; train_labels (N,) int32.
+- permutation: (N,) int32, the epoch's order, from fold_in(seed, epoch).
+- The epoch and the position in it are derived from state.step, so nothing that changes
+  with the epoch is a Python value: a new epoch never recompiles.
+- sums: per-metric running sums over the epoch, plus 'count' and 'first_nonfinite_step'
+  (-1 while every loss was finite). They stay on device; the host reads them once per
+  epoch (or at a log point), so the step has no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxat.data.augment import augment_batch
+from jaxat.methods.base import Batch, Method, StepContext
+from jaxat.train import keys, sharding
+from jaxat.train.state import TrainState, ema_update
+
+COUNT = "count"
+FIRST_NONFINITE = "first_nonfinite_step"
+
+
+def _gather_batch(ctx: StepContext, step, train_images, train_labels, permutation, mesh):
+  position = (step % ctx.steps_per_epoch) * ctx.batch_size
+  indices = jax.lax.dynamic_slice_in_dim(permutation, position, ctx.batch_size)
+  indices = jax.lax.with_sharding_constraint(indices, sharding.batch_sharded(mesh))
+  images = train_images[indices].astype(jnp.float32) / 255.0
+  images = jax.lax.with_sharding_constraint(images, sharding.batch_sharded(mesh))
+  return images, train_labels[indices], indices
+
+
+def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
+                  cfg: ml_collections.ConfigDict, mesh):
+  """The un-jitted single step `(state, train_images, train_labels, permutation) ->
+  (state, metrics)`; see `make_train_step` for the compiled, accumulating version."""
+  step_stream = keys.stream(cfg.seed, keys.STEP)
+  ema_decay = float(cfg.ema.decay)
+  augment_cfg = cfg.augment
+
+  def step_fn(state: TrainState, train_images, train_labels, permutation):
+    step = state.step
+    epoch = step // ctx.steps_per_epoch
+    images, labels, indices = _gather_batch(ctx, step, train_images, train_labels, permutation, mesh)
+    key_augment, key_prepare, key_perturb, key_loss = jax.random.split(
+        jax.random.fold_in(step_stream, step), 4)
+    images = augment_batch(key_augment, images, augment_cfg.crop_padding,
+                           augment_cfg.padding_mode, augment_cfg.flip)
+    batch = Batch(images, labels, indices)
+
+    prepared, batch_stats, method_state, prepare_metrics = method.prepare(
+        ctx, state.params, state.batch_stats, state.method_state, batch, key_prepare, epoch)
+    perturbation = method.weight_perturbation(ctx, state.params, batch_stats, batch, prepared,
+                                              key_perturb, epoch)
+    params_at = (state.params if perturbation is None
+                 else jax.tree.map(jnp.add, state.params, perturbation))
+
+    def loss_fn(params):
+      return method.loss(ctx, params, batch_stats, batch, prepared, key_loss, epoch)
+
+    (loss, (batch_stats, loss_metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params_at)
+    # The update is taken at the perturbed weights (AWP), then the perturbation is removed.
+    updates, opt_state = tx.update(grads, state.opt_state, params_at)
+    params = optax.apply_updates(params_at, updates)
+    if perturbation is not None:
+      params = jax.tree.map(jnp.subtract, params, perturbation)
+
+    ema_params, ema_batch_stats = state.ema_params, state.ema_batch_stats
+    if ema_decay > 0:
+      ema_params = ema_update(ema_params, params, ema_decay)
+      ema_batch_stats = ema_update(ema_batch_stats, batch_stats, ema_decay)
+
+    new_state = TrainState(step=step + 1, params=params, batch_stats=batch_stats,
+                           opt_state=opt_state, ema_params=ema_params,
+                           ema_batch_stats=ema_batch_stats, method_state=method_state)
+    metrics = {**prepare_metrics, **loss_metrics, "loss": loss}
+    return new_state, metrics
+
+  return step_fn
+
+
+def init_sums(metric_shapes: dict[str, Any]) -> dict[str, jax.Array]:
+  sums = {name: jnp.zeros((), jnp.float32) for name in metric_shapes}
+  sums[COUNT] = jnp.zeros((), jnp.float32)
+  sums[FIRST_NONFINITE] = jnp.full((), -1, jnp.int32)
+  return sums
+
+
+def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+  new = {name: sums[name] + jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
+  new[COUNT] = sums[COUNT] + 1.0
+  first = sums[FIRST_NONFINITE]
+  new[FIRST_NONFINITE] = jnp.where((first < 0) & ~finite, step.astype(jnp.int32), first)
+  return new
+
+
+def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
+                    cfg: ml_collections.ConfigDict, mesh):
+  """Returns (jitted accumulate-step, metric shapes). State and sums are donated and
+  replicated; the step is compiled once."""
+  step_fn = build_step_fn(method, ctx, tx, cfg, mesh)
+
+  def train_step(state, sums, train_images, train_labels, permutation):
+    new_state, metrics = step_fn(state, train_images, train_labels, permutation)
+    return new_state, accumulate(sums, metrics, state.step)
+
+  replicated = sharding.replicated(mesh)
+  jitted = jax.jit(train_step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+  return jitted, step_fn
+
+
+def metric_shapes(step_fn, state, train_images, train_labels, permutation) -> dict:
+  """The metric names a method reports, found by abstract evaluation (no compute)."""
+  _, metrics = jax.eval_shape(step_fn, state, train_images, train_labels, permutation)
+  return metrics

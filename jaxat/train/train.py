@@ -1,0 +1,250 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, importable (Flax-examples style).
+
+Outputs in `workdir`: config.json, metrics.jsonl, checkpoints/{last,best}, results.json.
+Rerunning with the same config in a workdir that has a checkpoint resumes from it; a
+SIGTERM (preemption) saves a checkpoint at the next step boundary and raises `Preempted`.
+A resumed run is bit-identical to an uninterrupted one: every random draw is a function of
+(seed, stream, epoch or step), and the epoch's partial metric sums are checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
+from jaxat.train import keys, reporting
+from jaxat.train.checkpoint import Checkpointer
+from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
+                                    init_state, put_train_data)
+from jaxat.train.state import TrainState, model_fingerprint
+from jaxat.train.step import COUNT, FIRST_NONFINITE, init_sums, make_train_step, metric_shapes
+
+# Fields that may differ between a run and its resumption (they do not change training).
+RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices", "eval")
+
+
+class Preempted(Exception):
+  """Raised after a SIGTERM once the checkpoint of the current step is saved."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the run stops without saving that state."""
+
+
+class _SigtermFlag:
+  """Records SIGTERM instead of dying, so the loop can checkpoint at a step boundary."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = json.load(f)
+  current = config_to_dict(config)
+  differing = sorted(k for k in set(previous) | set(current)
+                     if k not in RESUME_INSENSITIVE and previous.get(k) != current.get(k))
+  if differing:
+    raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
+                     f"{differing} differ); use a new --workdir or the original config")
+
+
+def _epoch_record(exp: Experiment, epoch: int, step: int, sums: dict, seconds: float,
+                  steps_run: int) -> dict[str, Any]:
+  count = max(float(sums[COUNT]), 1.0)
+  record = {"epoch": epoch, "step": step,
+            "lr": float(exp.schedule(max(step - 1, 0)))}
+  for name, total in sorted(sums.items()):
+    if name not in (COUNT, FIRST_NONFINITE):
+      record[name] = float(total) / count
+  record["images_per_sec"] = steps_run * exp.ctx.batch_size / seconds if seconds > 0 and steps_run else None
+  return record
+
+
+class _Evaluators:
+  """Compiled evaluators and device-resident splits, built once per run."""
+
+  def __init__(self, exp: Experiment):
+    e = exp.config.eval
+    self.exp = exp
+    batch = exp.config.eval_batch_size
+    self.monitor = make_batch_evaluator(exp.model, PGDSpec(e.eps, e.step_size, e.pgd_steps, e.bn_mode),
+                                        batch, exp.mesh)
+    self.final = make_batch_evaluator(exp.model, PGDSpec(e.eps, e.step_size, 20, e.bn_mode), batch,
+                                      exp.mesh)
+    monitor_test = exp.test
+    if e.num_test_examples:
+      monitor_test = type(exp.test)(exp.test.images[:e.num_test_examples], exp.test.labels[:e.num_test_examples])
+    self.monitor_test = put_split(monitor_test.images, monitor_test.labels, batch, exp.mesh)
+    self.test = put_split(exp.test.images, exp.test.labels, batch, exp.mesh)
+    self.validation = (None if exp.validation is None else
+                       put_split(exp.validation.images, exp.validation.labels, batch, exp.mesh))
+
+
+def _weights(state: TrainState, which: str):
+  if which == "ema":
+    return state.ema_params, state.ema_batch_stats
+  return state.params, state.batch_stats
+
+
+def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
+                  best: TrainState | None, best_meta: dict | None) -> dict[str, Any]:
+  seed = exp.config.seed
+  attacks = [a.strip() for a in exp.config.eval.final_attacks.split(",") if a.strip()]
+  weight_kinds = ["raw"] + (["ema"] if exp.config.ema.decay > 0 else [])
+
+  def evaluate(state: TrainState) -> dict[str, dict[str, float]]:
+    out = {}
+    for kind in weight_kinds:
+      params, batch_stats = _weights(state, kind)
+      r = evaluate_split(evaluators.final, params, batch_stats, evaluators.test,
+                         keys.stream(seed, keys.FINAL_EVAL))
+      out[kind] = {"clean_acc": r["clean_acc"]}
+      if "pgd20" in attacks:
+        out[kind]["pgd20_acc"] = r["pgd_acc"]
+    return out
+
+  reported = "ema" if "ema" in weight_kinds else "raw"
+  last_eval = evaluate(last)
+  e = exp.config.eval
+  results: dict[str, Any] = {
+      **last_eval[reported],
+      "weights": reported,
+      "checkpoint": "last",
+      "fingerprint": model_fingerprint(last),
+      "num_test_examples": evaluators.test.num_examples,
+      "eps": e.eps, "eps_255": round(e.eps * 255, 6), "pgd_step_size": e.step_size,
+      "pgd_restarts": 1, "pgd_bn_mode": e.bn_mode,
+      "last": {"step": int(last.step), **last_eval},
+  }
+  if best is not None:
+    results["best"] = {"step": int(best.step), "epoch": best_meta.get("epoch"),
+                       "val_pgd_acc": best_meta.get("best_val_pgd_acc"), **evaluate(best)}
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, checkpoints, evaluates; returns the content of results.json."""
+  exp = build_experiment(config)   # Every validation error is raised here, before writing.
+  _check_same_run(workdir, config)
+  os.makedirs(workdir, exist_ok=True)
+  reporting.write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+  writer = reporting.MetricsWriter(workdir)
+  checkpointer = Checkpointer(workdir, config.checkpoint.keep)
+  spe, num_epochs = exp.ctx.steps_per_epoch, exp.ctx.num_epochs
+  logging.info("method=%s model=%s dataset=%s train=%d val=%d test=%d steps/epoch=%d devices=%d",
+               config.method.name, config.model.name, exp.splits.name, len(exp.train),
+               0 if exp.validation is None else len(exp.validation), len(exp.test), spe,
+               exp.mesh.size)
+
+  exp.method.setup(config, workdir)
+  state = init_state(exp)
+  train_images, train_labels = put_train_data(exp)
+  permutation_of = epoch_permutation_fn(exp)
+  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  shapes = metric_shapes(step_fn, state, train_images, train_labels, permutation_of(0))
+  sums = jax.device_put(init_sums(shapes), state.step.sharding)
+  meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
+
+  if checkpointer.latest_step() is not None:
+    state, sums, meta = checkpointer.restore_last(state, sums)
+    writer.truncate_after(meta["epoch"])
+    logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
+
+  evaluators = _Evaluators(exp)
+  start_step = int(state.step)
+  compile_watch = reporting.Stopwatch()
+  compiled_step = train_step.lower(state, sums, train_images, train_labels, permutation_of(0)).compile()
+  logging.info("compiled the training step in %.1fs", compile_watch.elapsed())
+
+  progress = reporting.Progress(config.log.progress, exp.total_steps, start_step, config.batch_size)
+  run_watch = reporting.Stopwatch()
+  with _SigtermFlag() as sigterm:
+    step = start_step
+    for epoch in range(step // spe, num_epochs):
+      permutation = permutation_of(epoch)
+      epoch_watch = reporting.Stopwatch()
+      steps_run = 0
+      while step < (epoch + 1) * spe:
+        state, sums = compiled_step(state, sums, train_images, train_labels, permutation)
+        step += 1
+        steps_run += 1
+        progress.advance(epoch + 1)
+        if sigterm.raised:
+          checkpointer.save_last(step, state, sums, {**meta, "epoch": epoch})
+          progress.close()
+          logging.warning("SIGTERM: saved a checkpoint at step %d; rerun the same command to resume", step)
+          raise Preempted(f"preempted at step {step}; checkpoint saved in {workdir}")
+      host_sums = jax.device_get(sums)
+      seconds = epoch_watch.elapsed()
+      if host_sums[FIRST_NONFINITE] >= 0:
+        progress.close()
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {int(host_sums[FIRST_NONFINITE])} (epoch {epoch + 1}); "
+            f"the last good checkpoint is step {checkpointer.latest_step()}")
+      record = _epoch_record(exp, epoch + 1, step, host_sums, seconds, steps_run)
+      record["fingerprint"] = model_fingerprint(state)
+      if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == num_epochs:
+        eval_key = jax.random.fold_in(keys.stream(config.seed, keys.EVAL), epoch)
+        monitor = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
+                                 evaluators.monitor_test, eval_key)
+        steps_tag = f"pgd{config.eval.pgd_steps}"
+        record.update({"test_clean_acc": monitor["clean_acc"], f"test_{steps_tag}_acc": monitor["pgd_acc"]})
+        if evaluators.validation is not None:
+          val = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
+                               evaluators.validation,
+                               jax.random.fold_in(keys.stream(config.seed, keys.VALIDATION), epoch))
+          record.update({"val_clean_acc": val["clean_acc"], f"val_{steps_tag}_acc": val["pgd_acc"]})
+          if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
+            meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
+            checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
+      elapsed = run_watch.elapsed()
+      done = step - start_step
+      seconds_left = elapsed / done * (exp.total_steps - step) if done else None
+      writer.write(record)
+      progress.epoch_line(record, seconds_left)
+      sums = jax.device_put(init_sums(shapes), state.step.sharding)
+      meta["epoch"] = epoch + 1
+      checkpointer.save_last(step, state, sums, dict(meta))
+  progress.close()
+
+  best_state, best_meta = None, None
+  if checkpointer.best_step() is not None:
+    best_state, _, best_meta = checkpointer.restore_best(state, sums)
+  results = _final_report(exp, evaluators, state, best_state, best_meta)
+  results["seconds"] = run_watch.elapsed()
+  reporting.write_json(os.path.join(workdir, "results.json"), results)
+  checkpointer.close()
+  logging.info("results: %s", {k: v for k, v in results.items() if k.endswith("_acc")})
+  return results
