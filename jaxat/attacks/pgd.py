@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxat.attacks import inits, projections, steps
+from jaxat.attacks import inits, projections, rng, steps
 from jaxat.attacks.budget import Budget
 
 ObjectiveFn = Callable[[jax.Array, Any], tuple[jax.Array, tuple[jax.Array, Any]]]
@@ -110,7 +110,8 @@ def pgd(objective_fn: ObjectiveFn,
     objective_fn: see module docstring; ascended when direction=+1, descended when -1.
     x: clean batch (B,H,W,C) in [0,1].
     labels: (B,) int labels, used for early stopping and the final correctness.
-    key: PRNG key; restart r uses fold_in(key, r).
+    key: PRNG key, or a (B,) batch of per-example keys (rng.py); restart r uses
+      fold_in(key, r).
     budget: eps / step_size / num_steps, scalars or (B,) arrays (pixel units).
     max_steps: static loop length; must be >= max(budget.num_steps).
     init: 'uniform' | 'normal' | 'zero' (see inits.py).
@@ -143,7 +144,7 @@ def pgd(objective_fn: ObjectiveFn,
   project_eps = budget.eps if project else (1.0 if norm == "linf" else float(x[0].size) ** 0.5)
   best = None
   for restart in range(restarts):
-    x_adv, aux = _single_run(objective_fn, x, labels, jax.random.fold_in(key, restart), budget,
+    x_adv, aux = _single_run(objective_fn, x, labels, rng.fold_in(key, restart), budget,
                              max_steps, init, norm, float(direction), early_stop, aux, init_eps,
                              project_eps)
     if not evaluate_final:

@@ -155,7 +155,18 @@ def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains, checkpoints, evaluates; returns the content of results.json."""
+  """Trains, checkpoints, evaluates; returns the content of results.json.
+
+  From the first line on, SIGTERM is caught and honoured at the next step boundary (or
+  before the final evaluation), so a preemption at any point never loses a finished
+  checkpoint and never leaves a half-written one.
+  """
+  with _SigtermFlag() as sigterm:
+    return _train_and_evaluate(config, workdir, sigterm)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        sigterm: _SigtermFlag) -> dict[str, Any]:
   exp = build_experiment(config)   # Every validation error is raised here, before writing.
   _check_same_run(workdir, config)
   os.makedirs(workdir, exist_ok=True)
@@ -190,54 +201,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   progress = reporting.Progress(config.log.progress, exp.total_steps, start_step, config.batch_size)
   run_watch = reporting.Stopwatch()
-  with _SigtermFlag() as sigterm:
-    step = start_step
-    for epoch in range(step // spe, num_epochs):
-      permutation = permutation_of(epoch)
-      epoch_watch = reporting.Stopwatch()
-      steps_run = 0
-      while step < (epoch + 1) * spe:
-        state, sums = compiled_step(state, sums, train_images, train_labels, permutation)
-        step += 1
-        steps_run += 1
-        progress.advance(epoch + 1)
-        if sigterm.raised:
-          checkpointer.save_last(step, state, sums, {**meta, "epoch": epoch})
-          progress.close()
-          logging.warning("SIGTERM: saved a checkpoint at step %d; rerun the same command to resume", step)
-          raise Preempted(f"preempted at step {step}; checkpoint saved in {workdir}")
-      host_sums = jax.device_get(sums)
-      seconds = epoch_watch.elapsed()
-      if host_sums[FIRST_NONFINITE] >= 0:
+  step = start_step
+  for epoch in range(step // spe, num_epochs):
+    permutation = permutation_of(epoch)
+    epoch_watch = reporting.Stopwatch()
+    steps_run = 0
+    while step < (epoch + 1) * spe:
+      state, sums = compiled_step(state, sums, train_images, train_labels, permutation)
+      step += 1
+      steps_run += 1
+      progress.advance(epoch + 1)
+      if sigterm.raised:
+        checkpointer.save_last(step, state, sums, {**meta, "epoch": epoch})
         progress.close()
-        raise NonFiniteLossError(
-            f"non-finite training loss at step {int(host_sums[FIRST_NONFINITE])} (epoch {epoch + 1}); "
-            f"the last good checkpoint is step {checkpointer.latest_step()}")
-      record = _epoch_record(exp, epoch + 1, step, host_sums, seconds, steps_run)
-      record["fingerprint"] = model_fingerprint(state)
-      if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == num_epochs:
-        eval_key = jax.random.fold_in(keys.stream(config.seed, keys.EVAL), epoch)
-        monitor = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
-                                 evaluators.monitor_test, eval_key)
-        steps_tag = f"pgd{config.eval.pgd_steps}"
-        record.update({"test_clean_acc": monitor["clean_acc"], f"test_{steps_tag}_acc": monitor["pgd_acc"]})
-        if evaluators.validation is not None:
-          val = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
-                               evaluators.validation,
-                               jax.random.fold_in(keys.stream(config.seed, keys.VALIDATION), epoch))
-          record.update({"val_clean_acc": val["clean_acc"], f"val_{steps_tag}_acc": val["pgd_acc"]})
-          if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
-            meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
-            checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
-      elapsed = run_watch.elapsed()
-      done = step - start_step
-      seconds_left = elapsed / done * (exp.total_steps - step) if done else None
-      writer.write(record)
-      progress.epoch_line(record, seconds_left)
-      sums = jax.device_put(init_sums(shapes), state.step.sharding)
-      meta["epoch"] = epoch + 1
-      checkpointer.save_last(step, state, sums, dict(meta))
+        checkpointer.close()
+        logging.warning("SIGTERM: saved a checkpoint at step %d; rerun the same command to resume", step)
+        raise Preempted(f"preempted at step {step}; checkpoint saved in {workdir}")
+    host_sums = jax.device_get(sums)
+    seconds = epoch_watch.elapsed()
+    if host_sums[FIRST_NONFINITE] >= 0:
+      progress.close()
+      checkpointer.close()
+      raise NonFiniteLossError(
+          f"non-finite training loss at step {int(host_sums[FIRST_NONFINITE])} (epoch {epoch + 1}); "
+          f"the last good checkpoint is step {checkpointer.latest_step()}")
+    record = _epoch_record(exp, epoch + 1, step, host_sums, seconds, steps_run)
+    record["fingerprint"] = model_fingerprint(state)
+    if (epoch + 1) % config.eval.every_epochs == 0 or epoch + 1 == num_epochs:
+      eval_key = jax.random.fold_in(keys.stream(config.seed, keys.EVAL), epoch)
+      monitor = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
+                               evaluators.monitor_test, eval_key)
+      steps_tag = f"pgd{config.eval.pgd_steps}"
+      record.update({"test_clean_acc": monitor["clean_acc"], f"test_{steps_tag}_acc": monitor["pgd_acc"]})
+      if evaluators.validation is not None:
+        val = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
+                             evaluators.validation,
+                             jax.random.fold_in(keys.stream(config.seed, keys.VALIDATION), epoch))
+        record.update({"val_clean_acc": val["clean_acc"], f"val_{steps_tag}_acc": val["pgd_acc"]})
+        if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
+          meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
+          checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
+    elapsed = run_watch.elapsed()
+    done = step - start_step
+    seconds_left = elapsed / done * (exp.total_steps - step) if done else None
+    writer.write(record)
+    progress.epoch_line(record, seconds_left)
+    sums = jax.device_put(init_sums(shapes), state.step.sharding)
+    meta["epoch"] = epoch + 1
+    checkpointer.save_last(step, state, sums, dict(meta))
   progress.close()
+  if sigterm.raised:
+    checkpointer.close()
+    raise Preempted(f"preempted before the final evaluation; checkpoint of step {step} is in {workdir}")
 
   best_state, best_meta = None, None
   if checkpointer.best_step() is not None:
