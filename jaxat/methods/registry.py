@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from jaxat.methods.awp import AWP
 from jaxat.methods.base import Method
+from jaxat.methods.hat import HAT
+from jaxat.methods.mart import MART
 from jaxat.methods.pgd_at import PGDAT
 from jaxat.methods.standard import Standard
+from jaxat.methods.trades import TRADES
+from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
-_METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Standard, PGDAT)}
+_METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, AWP, HAT)}
 
 
 def method_names() -> tuple[str, ...]:

@@ -1,0 +1,57 @@
+"""A description of the machine and software a benchmark ran on (stored with every result)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemTotal"):
+          return round(int(line.split()[1]) / 2**20, 1)
+  except OSError:
+    pass
+  return None
+
+
+def describe_machine() -> dict:
+  """CPU, cores, memory, accelerators and versions of the libraries that matter."""
+  info = {
+      "hostname": platform.node(),
+      "cpu": _cpu_model(),
+      "cpu_cores": os.cpu_count(),
+      "memory_gib": _memory_gib(),
+      "python": sys.version.split()[0],
+      "platform": platform.platform(),
+  }
+  try:
+    import jax
+    import flax
+    import optax
+    info.update(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__,
+                jax_backend=jax.default_backend(),
+                devices=[f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()])
+  except ImportError:
+    pass
+  try:
+    import torch
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+  except ImportError:
+    pass
+  return info

@@ -1,0 +1,167 @@
+"""Training throughput of jaxat methods, side by side, optionally against PyTorch.
+
+Measures the compiled training step (batch gather + augmentation + the method's attack and
+update, exactly what `python -m jaxat.main` runs) on synthetic CIFAR-shaped data, after
+compilation and warm-up, and writes a JSON result with the machine described:
+
+  python benchmarks/throughput.py --model=preact_resnet18 --batch_size=64 --steps=5 \
+      --methods=standard,pgd_at [--torch_python=/path/to/python-with-torch]
+
+Reported per method: seconds per step, images/s, seconds per CIFAR-10 epoch
+(50000 / images/s) and the cost relative to `standard` and `pgd_at`. With
+--torch_python, benchmarks/torch_reference.py runs the same model and methods in PyTorch
+in the same invocation and the speed-up jaxat/PyTorch is reported.
+
+Methods whose step depends on the training phase (e.g. uiat_oneoff) are measured at the
+epoch given by --at_epoch out of --num_epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from machine import describe_machine  # noqa: E402
+
+from jaxat.methods.registry import method_names  # noqa: E402
+from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
+                                    put_train_data)
+from jaxat.train.step import init_sums, make_train_step, metric_shapes  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR10_TRAIN_SIZE = 50000
+
+
+def load_config(method: str):
+  import importlib.util
+  path = os.path.join(REPO_ROOT, "configs", f"{method}.py")
+  spec = importlib.util.spec_from_file_location(f"config_{method}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("synthetic")
+
+
+def benchmark_config(method: str, args):
+  config = load_config(method)
+  examples = args.batch_size * (args.steps + args.warmup)
+  config.update_from_flattened_dict({
+      "dataset.num_train": max(examples, args.batch_size * 2), "dataset.num_test": args.batch_size,
+      "dataset.image_size": args.image_size, "dataset.channels": 3, "dataset.num_classes": 10,
+      "model.name": args.model, "model.normalization": "dataset" if args.model != "small_cnn" else "none",
+      "model.final_bn": True, "batch_size": args.batch_size, "num_epochs": args.num_epochs,
+      "augment.crop_padding": 4, "augment.flip": True, "log.progress": "none", "num_devices": args.num_devices,
+  })
+  if args.model == "small_cnn":
+    config.model.channels = (32, 64)
+  return config
+
+
+def measure(method: str, args) -> dict:
+  config = benchmark_config(method, args)
+  exp = build_experiment(config)
+  exp.method.setup(config, os.path.join("/tmp", f"jaxat_benchmark_{method}"))
+  state = init_state(exp)
+  images, labels = put_train_data(exp)
+  permutation = epoch_permutation_fn(exp)(0)
+  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
+                        state.step.sharding)
+  if args.at_epoch:
+    state = state.replace(step=jax.device_put(
+        jax.numpy.asarray(args.at_epoch * exp.ctx.steps_per_epoch, jax.numpy.int32), state.step.sharding))
+  start = time.perf_counter()
+  compiled = train_step.lower(state, sums, images, labels, permutation).compile()
+  compile_seconds = time.perf_counter() - start
+  for _ in range(args.warmup):
+    state, sums = compiled(state, sums, images, labels, permutation)
+  jax.block_until_ready(sums)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    state, sums = compiled(state, sums, images, labels, permutation)
+  jax.block_until_ready(sums)
+  seconds = (time.perf_counter() - start) / args.steps
+  return {"method": method, "seconds_per_step": seconds,
+          "images_per_sec": args.batch_size / seconds, "compile_seconds": compile_seconds,
+          "seconds_per_cifar10_epoch": CIFAR10_TRAIN_SIZE / (args.batch_size / seconds)}
+
+
+def run_torch(args, methods) -> dict | None:
+  torch_methods = [m for m in methods if m in ("standard", "pgd_at")]
+  if not args.torch_python or not torch_methods:
+    return None
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+  proc = subprocess.run([args.torch_python, script, f"--model={args.model}",
+                         f"--methods={','.join(torch_methods)}", f"--batch_size={args.batch_size}",
+                         f"--steps={args.steps}", f"--warmup={args.warmup}",
+                         f"--image_size={args.image_size}"],
+                        capture_output=True, text=True, check=True)
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="preact_resnet18")
+  parser.add_argument("--methods", default="standard,pgd_at")
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--image_size", type=int, default=32)
+  parser.add_argument("--num_epochs", type=int, default=10)
+  parser.add_argument("--at_epoch", type=int, default=0)
+  parser.add_argument("--num_devices", type=int, default=0)
+  parser.add_argument("--torch_python", default="", help="python with torch installed (optional)")
+  parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
+  args = parser.parse_args()
+  methods = [m for m in args.methods.split(",") if m]
+  unknown = [m for m in methods if m not in method_names()]
+  if unknown:
+    parser.error(f"unknown methods {unknown}; valid choices: {', '.join(method_names())}")
+
+  results = [measure(m, args) for m in methods]
+  by_method = {r["method"]: r for r in results}
+  for r in results:
+    for reference in ("standard", "pgd_at"):
+      if reference in by_method:
+        r[f"cost_vs_{reference}"] = r["seconds_per_step"] / by_method[reference]["seconds_per_step"]
+  torch_result = run_torch(args, methods)
+  comparison = {}
+  if torch_result:
+    for t in torch_result["results"]:
+      if t["method"] in by_method:
+        comparison[t["method"]] = {"jaxat_images_per_sec": by_method[t["method"]]["images_per_sec"],
+                                   "torch_images_per_sec": t["images_per_sec"],
+                                   "speedup_jaxat_over_torch": by_method[t["method"]]["images_per_sec"] / t["images_per_sec"]}
+  payload = {
+      "benchmark": "throughput",
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+      "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
+      "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch,
+      "machine": describe_machine(), "jaxat": results, "torch": torch_result,
+      "comparison": comparison,
+  }
+  out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results",
+                                 f"throughput_{jax.default_backend()}_{args.model}_b{args.batch_size}.json")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(payload, f, indent=2)
+  for r in results:
+    extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at") if k in r)
+    print(f"{r['method']:>14}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  {extras}")
+  for method, c in comparison.items():
+    print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
+  print(f"written to {out}")
+
+
+if __name__ == "__main__":
+  main()

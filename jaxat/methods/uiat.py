@@ -1,0 +1,343 @@
+"""Inverse adversarial training: UIAT, one-off UIAT and IAT (Dong et al., CVPR 2023;
+specs/uiat.md). One implementation with switches, registered under three names whose
+defaults differ:
+
+| name         | generation | β (FR) | momentum (IAM)     | one-off       | inverse step        |
+|--------------|------------|--------|--------------------|---------------|---------------------|
+| uiat         | universal  | 1.0    | on, γ 0.9, T 0.75  | off           | 1 step of 4/255     |
+| uiat_oneoff  | universal  | 1.0    | off                | on, T' 0.8    | 1 step of 4/255     |
+| iat          | instance   | 1.0    | off                | off           | 5 steps of 2/255    |
+
+A step (Algorithm 1; Algorithm 2 for `generation='instance'`):
+1. x̂ = PGD-10 on CE (the `attack` sub-config; BatchNorm 'eval' by default, uiat.md §1).
+2. Inverse adversaries x̃ (jaxat/methods/inverse.py) from L_inv of Eq. 4 with F(x), F(x̂):
+   'universal' updates the class-wise perturbations z (K,H,W,C) kept in `method_state`
+   by one signed step and uses x̃ = clip(x + z_y, 0, 1) with the *updated* z (uiat.md §5
+   DECISION; `inverse.target_after_update=False` reuses the pre-update forward instead);
+   'instance' runs `inverse.num_steps` steps of PGD descent per example.
+3. The target p̄ (B,K):
+   - plain: p(x̃);
+   - momentum (Eq. 8): p̄_i ← p(x̃_i) for epochs t < T, γ·p̄_i + (1−γ)·p(x̃_i) for t ≥ T;
+   - one-off (Eq. 10): p(x) for t < T', p(x̃) for t = T' (stored per example), the stored
+     value for t > T' (frozen: no inverse adversary, no feature pass is computed).
+4. Loss (Eq. 7 / Eq. 9): CE(f(x̂), y) + λ·KL(p̄ ‖ p(x̂)), KL summed over classes and
+   averaged over the batch, the model in train mode for this forward (running statistics
+   updated by x̂ only). p̄ is a constant by default (uiat.md §5 DECISION);
+   `target_gradient=True` recomputes its current-epoch term inside the loss so that
+   gradients flow through it (one more forward and backward pass).
+
+Phase switches are *fractions of training* (like the schedule boundaries, so
+`--config.num_epochs=N` rescales the recipe): the switch epoch is the 0-based index
+floor(fraction · num_epochs); with 100 epochs T = 75 and T' = 80 (uiat.md §5, §7).
+
+Per-example buffers (N = training examples, indexed by `batch.indices`, so shuffling,
+augmentation and sharding do not matter): `method_state['target']` = {'probs': (N,K)
+float32 p̄ or the one-off p_OO, 'written_epoch': (N,) int32 0-based epoch of the last write,
+−1 = never written}. An example never written yet falls back to p(x̃) (momentum: Eq. 8's
+first case; one-off after T': the inverse branch runs for that batch and only the missing
+rows are written). With the drop-last batching of the engine up to batch_size − 1
+examples miss each epoch, so the fallback is a real case, not a corner case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxat.attacks import losses as attack_losses
+from jaxat.methods import inverse, losses, maximizer
+from jaxat.methods.base import Batch, Method, StepContext
+from jaxat.models.forward import validate_bn_mode
+
+GENERATIONS = ("universal", "instance")
+# One-off phases (Eq. 10): before T', at T', after T'.
+BEFORE, AT, AFTER = 0, 1, 2
+
+
+def phase_epoch(fraction: float, num_epochs: int) -> int:
+  """0-based index of the first epoch of a phase starting at `fraction` of training.
+
+  floor(fraction · num_epochs) (a tiny tolerance absorbs binary rounding such as
+  0.29 · 100 = 28.999…): 0.75 of 100 -> 75, 0.8 of 100 -> 80, 0.8 of 30 -> 24, 0.8 of 2 -> 1.
+  """
+  return int(math.floor(fraction * num_epochs + 1e-9))
+
+
+def momentum_weights(stored_probs: jax.Array, written_epoch: jax.Array, epoch: jax.Array,
+                     start_epoch: int, gamma: float) -> tuple[jax.Array, jax.Array]:
+  """Inverse adversary momentum (Eq. 8) as p̄ = history + current_weight · p(x̃).
+
+  stored_probs (B,K) p̄ of the previous write, written_epoch (B,) int32 (−1 = never
+  written), epoch: 0-based int32 scalar. At epochs ≥ start_epoch an example written
+  before gets (γ·p̄_old, 1 − γ); otherwise (0, 1), i.e. p̄ = p(x̃).
+  Returns (history (B,K), current_weight (B,)).
+  """
+  gamma_i = jnp.where((epoch >= start_epoch) & (written_epoch >= 0), gamma, 0.0)
+  gamma_i = gamma_i.astype(stored_probs.dtype)
+  return gamma_i[:, None] * stored_probs, 1.0 - gamma_i
+
+
+def oneoff_phase(epoch: jax.Array, oneoff_epoch: int) -> jax.Array:
+  """BEFORE (0) for epochs < T', AT (1) at T', AFTER (2) afterwards; int32 scalar."""
+  return jnp.where(epoch < oneoff_epoch, BEFORE, jnp.where(epoch == oneoff_epoch, AT, AFTER)).astype(jnp.int32)
+
+
+def _require_bool(cfg, field: str) -> None:
+  if not isinstance(cfg[field], bool):
+    raise ValueError(f"method.{field} must be True or False, got {cfg[field]!r}")
+
+
+def _require_fraction(cfg, field: str) -> None:
+  value = cfg[field]
+  if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+    raise ValueError(f"method.{field} is a fraction of training in [0, 1) (0.75 = epoch 75 of "
+                     f"100), got {value!r}")
+
+
+class InverseAdversarialTraining(Method):
+  """The shared implementation; see the module docstring. Subclasses set name and defaults."""
+
+  name = "inverse_adversarial_training"  # not registered; the subclasses are
+
+  @classmethod
+  def _config(cls, *, generation: str, inverse_step_size: float, inverse_num_steps: int,
+              momentum: bool, oneoff: bool) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name=cls.name,
+        # x̂: PGD-10, eps 8/255, step 2/255 (1/255 on SVHN), uniform start, CE, BatchNorm
+        # in eval mode (uiat.md §1 DECISION; 'train' is the option).
+        attack=maximizer.attack_config(eps=8 / 255, step_size=2 / 255, num_steps=10,
+                                       init="uniform", bn_mode="eval"),
+        generation=generation,       # 'universal' (UAG, Algorithm 1) | 'instance' (Algorithm 2)
+        inverse=ml_collections.ConfigDict(dict(
+            eps=4 / 255,             # ε', radius of the inverse perturbation
+            step_size=float(inverse_step_size),  # α': 4/255 universal, 2/255 instance
+            num_steps=int(inverse_num_steps),    # 1 universal (paper), 5 instance
+            beta=1.0,                # β of Eq. 4; 0 switches the feature regulariser (FR) off
+            bn_mode="eval",          # BatchNorm mode of the inverse passes and of p(x̃), p(x)
+            target_after_update=True,  # p(x̃) with the updated z (DECISION); False reuses the
+                                       # forward of the step (universal only, one pass less)
+        )),
+        kl_weight=3.5,               # λ of Eq. 7 (3.5 CIFAR-10/100, 3.0 SVHN)
+        momentum=momentum,           # inverse adversary momentum (IAM, Eq. 8)
+        gamma=0.9,                   # γ of Eq. 8
+        momentum_start=0.75,         # T as a fraction of training (75 of 100 epochs)
+        oneoff=oneoff,               # one-off schedule (Eq. 9-10); excludes momentum
+        oneoff_start=0.8,            # T' as a fraction of training (80 of 100 epochs)
+        target_gradient=False,       # False: p̄ is a constant (DECISION); True: gradient
+                                     # through the current-epoch term of p̄
+    ))
+
+  @classmethod
+  def validate(cls, cfg, num_classes=None):
+    maximizer.validate_attack_config(cfg.attack)
+    if cfg.generation not in GENERATIONS:
+      raise ValueError(f"unknown method.generation {cfg.generation!r}; valid choices: "
+                       f"{', '.join(GENERATIONS)}")
+    inv = cfg.inverse
+    if not 0.0 <= inv.eps <= 1.0:
+      raise ValueError(f"method.inverse.eps must be in [0, 1] pixel units (4/255 = 0.0157), "
+                       f"got {inv.eps}")
+    if not inv.step_size >= 0:
+      raise ValueError(f"method.inverse.step_size must be >= 0, got {inv.step_size}")
+    if not isinstance(inv.num_steps, int) or isinstance(inv.num_steps, bool) or inv.num_steps < 1:
+      raise ValueError(f"method.inverse.num_steps must be an integer >= 1, got {inv.num_steps!r}")
+    if not inv.beta >= 0:
+      raise ValueError(f"method.inverse.beta must be >= 0 (0 = no feature regularisation), "
+                       f"got {inv.beta}")
+    validate_bn_mode(inv.bn_mode, "method.inverse.bn_mode")
+    if not isinstance(inv.target_after_update, bool):
+      raise ValueError(f"method.inverse.target_after_update must be True or False, got "
+                       f"{inv.target_after_update!r}")
+    if not inv.target_after_update and cfg.generation != "universal":
+      raise ValueError("method.inverse.target_after_update=False only exists for "
+                       "generation='universal' (instance-wise PGD always ends with a forward "
+                       "pass at its last iterate); valid choices for generation='instance': True")
+    if not cfg.kl_weight >= 0:
+      raise ValueError(f"method.kl_weight (λ) must be >= 0, got {cfg.kl_weight}")
+    for field in ("momentum", "oneoff", "target_gradient"):
+      _require_bool(cfg, field)
+    if not 0.0 <= cfg.gamma < 1.0:
+      raise ValueError(f"method.gamma must be in [0, 1), got {cfg.gamma}")
+    _require_fraction(cfg, "momentum_start")
+    _require_fraction(cfg, "oneoff_start")
+    if cfg.momentum and cfg.oneoff:
+      raise ValueError("method.momentum=True and method.oneoff=True cannot be combined (the "
+                       "one-off target is frozen after T'; uiat.md §7: no momentum in the "
+                       "one-off setting); valid choices: momentum=False or oneoff=False")
+
+  # -- state ------------------------------------------------------------------------------
+  @property
+  def _uses_buffer(self) -> bool:
+    return bool(self.cfg.momentum or self.cfg.oneoff)
+
+  def init_state(self, key, ctx, params, batch_stats):
+    state: dict[str, Any] = {}
+    if self.cfg.generation == "universal":
+      state["universal"] = inverse.init_universal(jax.random.fold_in(key, 0), ctx.num_classes,
+                                                  ctx.image_shape)
+    if self._uses_buffer:
+      state["target"] = {"probs": jnp.zeros((ctx.num_train, ctx.num_classes), jnp.float32),
+                         "written_epoch": jnp.full((ctx.num_train,), -1, jnp.int32)}
+    return state
+
+  # -- the pieces of a step ---------------------------------------------------------------
+  def _target_mode(self) -> str:
+    return self.cfg.inverse.bn_mode
+
+  def _probs(self, ctx, params, batch_stats, x):
+    logits, _, batch_stats = ctx.model(params, batch_stats, x, self._target_mode())
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1), batch_stats
+
+  def _features(self, ctx, params, batch_stats, x, x_adv):
+    """F(x), F(x̂) (B,D) in the inverse BatchNorm mode. In eval mode one forward pass of the
+    concatenated 2B batch serves both (per-example independent, so identical values)."""
+    mode = self.cfg.inverse.bn_mode
+    if mode == "eval":
+      _, features, _ = ctx.model(params, batch_stats, jnp.concatenate([x, x_adv]), mode)
+      return features[:x.shape[0]], features[x.shape[0]:], batch_stats
+    _, clean_features, batch_stats = ctx.model(params, batch_stats, x, mode)
+    _, adv_features, batch_stats = ctx.model(params, batch_stats, x_adv, mode)
+    return clean_features, adv_features, batch_stats
+
+  def _inverse_probs(self, ctx, params, batch_stats, universal, batch: Batch, x_adv, key):
+    """(p(x̃) (B,K), x̃ (B,H,W,C), batch_stats, updated z or None)."""
+    inv = self.cfg.inverse
+    clean_features = adv_features = None
+    if inv.beta != 0:
+      clean_features, adv_features, batch_stats = self._features(ctx, params, batch_stats,
+                                                                 batch.images, x_adv)
+    objective = inverse.inverse_objective(ctx.model, params, batch.labels, inv.bn_mode,
+                                          clean_features, adv_features, inv.beta)
+    if self.cfg.generation == "universal":
+      universal, pre_update_logits, batch_stats = inverse.universal_inverse_step(
+          objective, universal, batch.images, batch.labels, inv.eps, inv.step_size,
+          inv.num_steps, aux=batch_stats)
+      x_inv = inverse.apply_universal(batch.images, universal, batch.labels)
+      if not inv.target_after_update:
+        probs = jax.nn.softmax(pre_update_logits.astype(jnp.float32), axis=-1)
+        return probs, x_inv, batch_stats, universal
+    else:
+      x_inv, batch_stats = inverse.instance_inverse_examples(
+          objective, batch.images, batch.labels, key, inv.eps, inv.step_size, inv.num_steps,
+          aux=batch_stats)
+    probs, batch_stats = self._probs(ctx, params, batch_stats, x_inv)
+    return probs, x_inv, batch_stats, universal
+
+  def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, epoch):
+    cfg = self.cfg
+    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
+                                                        cfg.attack)
+    inverse_key = jax.random.fold_in(key, 1)
+    universal = method_state.get("universal")
+    new_state = dict(method_state)
+    ones = jnp.ones((batch.labels.shape[0],), jnp.float32)
+
+    if not cfg.oneoff:
+      fresh, target_input, batch_stats, universal = self._inverse_probs(
+          ctx, params, batch_stats, universal, batch, x_adv, inverse_key)
+      history, current_weight = jnp.zeros_like(fresh), jnp.ones_like(fresh[:, 0])
+      if cfg.momentum:
+        buffer = method_state["target"]
+        history, current_weight = momentum_weights(
+            buffer["probs"][batch.indices], buffer["written_epoch"][batch.indices], epoch,
+            phase_epoch(cfg.momentum_start, ctx.num_epochs), cfg.gamma)
+        target = history + current_weight[:, None] * fresh
+        new_state["target"] = {
+            "probs": buffer["probs"].at[batch.indices].set(target),
+            "written_epoch": buffer["written_epoch"].at[batch.indices].set(epoch.astype(jnp.int32))}
+    else:
+      buffer = method_state["target"]
+      stored = buffer["probs"][batch.indices]
+      stored_epoch = buffer["written_epoch"][batch.indices]
+      missing = stored_epoch < 0
+      phase = oneoff_phase(epoch, phase_epoch(cfg.oneoff_start, ctx.num_epochs))
+      need_inverse = (phase == AT) | ((phase == AFTER) & jnp.any(missing))
+      branch = jnp.where(phase == BEFORE, 0, jnp.where(need_inverse, 1, 2))
+
+      # lax.switch runs one branch: outside T' (and with no example missing) no inverse
+      # adversary and no feature pass is computed.
+      def clean_target(operand):
+        batch_stats, universal = operand
+        probs, batch_stats = self._probs(ctx, params, batch_stats, batch.images)
+        return probs, batch.images, batch_stats, universal
+
+      def inverse_target(operand):
+        batch_stats, universal = operand
+        return self._inverse_probs(ctx, params, batch_stats, universal, batch, x_adv, inverse_key)
+
+      def frozen_target(operand):
+        batch_stats, universal = operand
+        return stored, batch.images, batch_stats, universal
+
+      fresh, target_input, batch_stats, universal = jax.lax.switch(
+          branch, (clean_target, inverse_target, frozen_target), (batch_stats, universal))
+      use_stored = (phase == AFTER) & ~missing
+      write = (phase == AT) | ((phase == AFTER) & missing)
+      history = jnp.where(use_stored[:, None], stored, 0.0)
+      current_weight = jnp.where(use_stored, 0.0, 1.0)
+      new_state["target"] = {
+          "probs": buffer["probs"].at[batch.indices].set(jnp.where(write[:, None], fresh, stored)),
+          "written_epoch": buffer["written_epoch"].at[batch.indices].set(
+              jnp.where(write, epoch.astype(jnp.int32), stored_epoch))}
+
+    target = history + current_weight[:, None] * fresh
+    if universal is not None:
+      new_state["universal"] = universal
+    prepared = {"x_adv": x_adv, "target": jax.lax.stop_gradient(target)}
+    if cfg.target_gradient:
+      prepared.update(target_input=jax.lax.stop_gradient(target_input),
+                      history=jax.lax.stop_gradient(history), current_weight=current_weight)
+    metrics = {"target_acc": losses.accuracy(target, batch.labels)}
+    return prepared, batch_stats, new_state, metrics
+
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+    target = prepared["target"]
+    if self.cfg.target_gradient:
+      mode = "eval" if self._target_mode() == "eval" else "batch_stats"
+      current_logits, _, _ = ctx.model(params, batch_stats, prepared["target_input"], mode)
+      current = jax.nn.softmax(current_logits.astype(jnp.float32), axis=-1)
+      target = prepared["history"] + prepared["current_weight"][:, None] * current
+    logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
+    ce = losses.cross_entropy(logits, batch.labels)
+    kl = jnp.mean(attack_losses.kl_divergence_from_probs(target, logits))
+    loss = ce + self.cfg.kl_weight * kl
+    return loss, (batch_stats, {"loss": loss, "ce_adv": ce, "kl": kl,
+                                "adv_acc": losses.accuracy(logits, batch.labels)})
+
+
+class UIAT(InverseAdversarialTraining):
+  """Universal inverse adversarial training (Algorithm 1): class-wise z, FR, momentum."""
+
+  name = "uiat"
+
+  @classmethod
+  def default_config(cls):
+    return cls._config(generation="universal", inverse_step_size=4 / 255, inverse_num_steps=1,
+                       momentum=True, oneoff=False)
+
+
+class UIATOneOff(InverseAdversarialTraining):
+  """One-off UIAT (Eq. 9-10, Appendix B.2): p(x) before T', p(x̃) at T', frozen after."""
+
+  name = "uiat_oneoff"
+
+  @classmethod
+  def default_config(cls):
+    return cls._config(generation="universal", inverse_step_size=4 / 255, inverse_num_steps=1,
+                       momentum=False, oneoff=True)
+
+
+class IAT(InverseAdversarialTraining):
+  """Instance-wise inverse adversarial training (Algorithm 2): 5 steps of PGD descent."""
+
+  name = "iat"
+
+  @classmethod
+  def default_config(cls):
+    return cls._config(generation="instance", inverse_step_size=2 / 255, inverse_num_steps=5,
+                       momentum=False, oneoff=False)
