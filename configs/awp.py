@@ -41,16 +41,6 @@ from jaxat.config import base, presets
 from jaxat.methods.awp import AWP, BASES
 
 
-def split_base(arg):
-  """(the preset arg without the base token, the base method name)."""
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-  bases = [t for t in tokens if t in BASES]
-  if len(bases) > 1:
-    raise ValueError(f"config arg names several AWP base methods {bases}; give at most one of "
-                     f"{', '.join(BASES)}")
-  return ",".join(t for t in tokens if t not in BASES), (bases[0] if bases else "pgd_at")
-
-
 def apply_trades_awp_recipe(c, dataset: str) -> None:
   """trades_AWP/train_trades_cifar.py on top of the Rice preset's evaluation settings."""
   presets.apply_rice_recipe(c, dataset)
@@ -68,8 +58,12 @@ def apply_trades_awp_recipe(c, dataset: str) -> None:
 
 
 def get_config(arg=None):
-  preset_arg, base_method = split_base(arg)
-  dataset, modifiers = presets.parse_arg(preset_arg)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=tuple(BASES))
+  bases = sorted(modifiers & set(BASES))
+  if len(bases) > 1:
+    raise ValueError(f"config arg names several AWP base methods {bases}; give at most one of "
+                     f"{', '.join(BASES)}")
+  base_method = bases[0] if bases else "pgd_at"
   c = base.base_config("awp")
   c.method = AWP.default_config(base_method)
   presets.apply_dataset(c, dataset)

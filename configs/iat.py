@@ -12,6 +12,9 @@ Published: Table 6 row 1 (CIFAR-10, ResNet-18, IAT without UAG/FR/IAM, i.e. with
 `--config.method.inverse.beta=0`): 83.97 clean / 53.98 PGD-20 / 48.33 AA. Table 2 cost:
 2.83 min/epoch on an A100 (UIAT 2.20, TRADES 2.57).
 
+Measured on digits (30 epochs, eps 32/255, one seed): 98.6% clean / 76.1% PGD-20
+(pgd_at on the same preset: 98.3 / 75.6).
+
   python -m jaxat.main --config=configs/iat.py:cifar10 --workdir=runs/iat_c10 \
       --config.dataset.data_dir=/path/to/cifar
 """

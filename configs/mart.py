@@ -33,18 +33,6 @@ PGD-20 / 50.43 CW / 48.04 AA; CIFAR-100 54.78 / 28.79 / 26.15 / 24.58; SVHN 89.8
 
 from jaxat.config import base, presets
 
-VARIANTS = ("resnet18",)
-
-
-def split_variant(arg):
-  """(the preset arg without the variant token, the variant or None)."""
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-  variants = [t for t in tokens if t in VARIANTS]
-  if len(variants) > 1:
-    raise ValueError(f"config arg names several variants {variants}; give at most one of {VARIANTS}")
-  return ",".join(t for t in tokens if t not in VARIANTS), (variants[0] if variants else None)
-
-
 def apply_mart_recipe(c, dataset: str, variant) -> None:
   """YisenWang/MART on top of the Rice preset's evaluation settings (methods.md §9.3)."""
   presets.apply_rice_recipe(c, dataset)
@@ -72,8 +60,8 @@ def apply_mart_recipe(c, dataset: str, variant) -> None:
 
 
 def get_config(arg=None):
-  preset_arg, variant = split_variant(arg)
-  dataset, modifiers = presets.parse_arg(preset_arg)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=("resnet18",))
+  variant = "resnet18" if "resnet18" in modifiers else None
   c = base.base_config("mart")
   presets.apply_dataset(c, dataset)
   if dataset in ("cifar10", "cifar100", "svhn"):

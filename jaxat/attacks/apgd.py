@@ -95,6 +95,20 @@ def oscillation_flags(loss_steps: jax.Array, i, window, rho: float = 0.75) -> ja
   return count.astype(jnp.float32) <= jnp.asarray(window, jnp.float32) * rho
 
 
+def halving_flags(loss_steps: jax.Array, i, window, is_check, reduced_last_check: jax.Array,
+                  loss_best_last_check: jax.Array, loss_best: jax.Array,
+                  rho: float = 0.75) -> jax.Array:
+  """(B,) bool: examples whose step size halves at loop index i (False off checkpoints).
+
+  halve = is_check and (cond1 or cond2) with cond1 = `oscillation_flags` and
+  cond2 = (not reduced at the previous check) and (best loss at the previous check >=
+  current best loss), i.e. no improvement since then (non-strict, as the reference).
+  """
+  oscillating = oscillation_flags(loss_steps, i, window, rho)
+  stalled = ~reduced_last_check & (loss_best_last_check >= loss_best)
+  return is_check & (oscillating | stalled)
+
+
 class APGDResult(NamedTuple):
   """Outcome of one APGD run.
 
@@ -235,9 +249,8 @@ def apgd(logits_fn: LogitsFn,
     loss_best = jnp.where(improved, loss_new, s["loss_best"])
 
     is_check = is_check_table[i]
-    oscillating = oscillation_flags(loss_steps, i, window_table[i], rho)
-    stalled = ~s["reduced_last_check"] & (s["loss_best_last_check"] >= loss_best)
-    halve = is_check & (oscillating | stalled)
+    halve = halving_flags(loss_steps, i, window_table[i], is_check, s["reduced_last_check"],
+                          s["loss_best_last_check"], loss_best, rho)
     reduced_last_check = jnp.where(is_check, halve, s["reduced_last_check"])
     loss_best_last_check = jnp.where(is_check, loss_best, s["loss_best_last_check"])
     # x_prev is deliberately not reset: the next momentum term is x_best - x_prev.

@@ -10,10 +10,10 @@ it is misclassified, inside the eps-ball (float tolerance eps*(1+1e-6)+1e-7 for 
 eps*(1+1e-5)+1e-7 for L2) and inside [0,1] with finite values; any other point an attack
 returns is *rejected* (counted, never trusted).
 
-Compiled shapes: the still-robust points of a pass are cut into chunks of
-`batch_size`, and a short last chunk is padded (with inactive copies of a real row) to the
-smallest of a few bucket sizes (batch, batch/2, batch/4, batch/8). Each attack therefore
-compiles at most once per bucket, whatever the number of batches or of points left.
+Compiled shapes: the still-robust points of a pass are cut into chunks whose sizes are a
+few buckets (batch, batch/2, batch/4, batch/8; see `chunk_sizes`), and a short last chunk
+is padded with inactive copies of a real row. Each attack therefore compiles at most once
+per bucket, whatever the number of batches or of points left.
 
 Randomness: the attack's key is fold_in(key(seed), crc32(name)), pass p's key is
 fold_in(attack key, p); gradient attacks draw per example from fold_in(pass key, example
@@ -93,7 +93,8 @@ class EnsembleState:
 @dataclasses.dataclass(frozen=True)
 class ChunkEvent:
   """Progress after one chunk: the attack, its pass, how many of the pass's points are
-  done, and how many points are still robust out of all N."""
+  done, how many points are still robust out of all N, the seconds spent on the attack
+  so far and on this pass (since it started or was resumed)."""
 
   attack: str
   pass_index: int
@@ -103,14 +104,41 @@ class ChunkEvent:
   num_robust: int
   num_examples: int
   seconds: float
+  pass_seconds: float
 
 
 def bucket_sizes(batch_size: int, num_buckets: int = NUM_BUCKETS) -> tuple[int, ...]:
   """Descending padded batch sizes: batch_size, ceil(batch_size/2), ... (distinct, >= 1)."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if num_buckets < 1:
+    raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
   sizes = sorted({max(1, -(-batch_size // 2 ** i)) for i in range(num_buckets)}, reverse=True)
   return tuple(sizes)
+
+
+def chunk_sizes(count: int, buckets: Sequence[int]) -> list[int]:
+  """How `count` points are cut into chunks (real points per chunk, in order): full
+  batches of buckets[0], then the remainder split over buckets so that the fewest rows
+  are computed (padding included; one extra chunk costs like one extra row, so ties go to
+  fewer chunks). 80 points with buckets 250/125/63/32 -> 48 (padded to 63) + 32: 95 rows
+  instead of 125."""
+  full = [buckets[0]] * (count // buckets[0])
+  remainder = count - sum(full)
+
+  @functools.lru_cache(maxsize=None)
+  def best(rest: int) -> tuple[int, tuple[int, ...]]:
+    """(computed rows + chunks, real points per chunk) for `rest` points."""
+    if rest == 0:
+      return 0, ()
+    options = []
+    for bucket in buckets:
+      take = min(bucket, rest)
+      cost, parts = best(rest - take)
+      options.append((bucket + 1 + cost, (take,) + parts))
+    return min(options)
+
+  return full + sorted(best(remainder)[1], reverse=True)
 
 
 def bucket_for(count: int, buckets: Sequence[int]) -> int:
@@ -178,6 +206,21 @@ def predict_logits(classifier: Classifier, x: np.ndarray, batch_size: int) -> np
   return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
+def check_traceable(classifier: Classifier, specs: Sequence[AttackSpec], x_shape: tuple[int, ...],
+                    *, norm: str, batch_size: int) -> None:
+  """Traces (without compiling) every attack on a batch of the first bucket's shape, so
+  that an attack that cannot run on these inputs (too few classes, images too small for
+  L2 Square, ...) raises its ValueError before anything is attacked. The trace is cached:
+  the first real call of the same shape does not trace again."""
+  size = min(batch_size, max(x_shape[0], 1))
+  batch = (size,) + tuple(x_shape[1:])
+  for spec in specs:
+    jax.eval_shape(_stage_function(classifier.apply_fn, spec, norm), classifier.variables,
+                   jax.ShapeDtypeStruct(batch, jnp.float32), jax.ShapeDtypeStruct((size,), jnp.int32),
+                   jax.ShapeDtypeStruct((size,), jnp.bool_), jax.ShapeDtypeStruct((size,), jnp.int32),
+                   jax.random.key(0), jnp.int32(0), jnp.float32(0.0), jnp.int32(0))
+
+
 def stages_of(specs: Sequence[AttackSpec], num_classes: int) -> list[tuple[AttackSpec, int]]:
   """The flattened (attack, pass index) list of an ensemble."""
   return [(spec, p) for spec in specs for p in range(spec.num_passes(num_classes))]
@@ -194,19 +237,22 @@ def run_ensemble(classifier: Classifier,
                  seed: int,
                  num_classes: int,
                  batch_size: int = 250,
+                 num_buckets: int = NUM_BUCKETS,
                  on_chunk: Callable[[ChunkEvent, EnsembleState], None] | None = None) -> EnsembleState:
   """Runs (or continues) the ensemble `specs` on x (N,H,W,C) float32 in [0,1], y (N,)
   int, from `state`; returns the final state (the same object, updated in place).
 
   eps in pixel units (8/255 = 0.0314 L-inf), norm 'linf' | 'l2'. `batch_size` bounds the
-  compiled batch (buckets derive from min(batch_size, N)). `on_chunk(event, state)` is
-  called after every chunk (progress display, checkpointing; it may raise to stop the run,
-  and the state then continues where it stopped).
+  compiled batch (buckets derive from min(batch_size, N)); `num_buckets` = 1 pads every
+  chunk to the full batch (fewest compilations), more buckets waste less padding when few
+  points are left. `on_chunk(event, state)` is called after every chunk (progress display,
+  checkpointing); it may raise to stop the run, and the state then continues where it
+  stopped.
   """
   if norm not in NORMS:
     raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
   num_examples = len(x)
-  buckets = bucket_sizes(min(batch_size, max(num_examples, 1)))
+  buckets = bucket_sizes(min(batch_size, max(num_examples, 1)), num_buckets)
   for spec in specs:
     if spec.num_passes(num_classes) < 1:
       raise ValueError(f"attack {spec.name!r} has no target class to attack with "
@@ -221,9 +267,12 @@ def run_ensemble(classifier: Classifier,
       state.stage_robust = state.robust.copy()
       state.chunk = 0
     candidates = np.flatnonzero(state.stage_robust)
-    chunks = [candidates[i:i + buckets[0]] for i in range(0, len(candidates), buckets[0])]
+    # No robust point left: the stage has no chunk (np.split would give one empty chunk).
+    chunks = (np.split(candidates, np.cumsum(chunk_sizes(len(candidates), buckets))[:-1])
+              if len(candidates) else [])
     stage_fn = _stage_function(classifier.apply_fn, spec, norm)
     attack_key = jax.random.fold_in(root, spec.attack_id)
+    pass_seconds = 0.0
     while state.chunk < len(chunks):
       started = time.perf_counter()
       indices = chunks[state.chunk]
@@ -241,12 +290,15 @@ def run_ensemble(classifier: Classifier,
       state.robust[fooled_indices] = False
       state.x_adv[fooled_indices] = np.asarray(x_adv)[:len(indices)][fooled]
       state.rejected[spec.name] = state.rejected.get(spec.name, 0) + int(rejected.sum())
-      state.seconds[spec.name] = state.seconds.get(spec.name, 0.0) + time.perf_counter() - started
+      spent = time.perf_counter() - started
+      pass_seconds += spent
+      state.seconds[spec.name] = state.seconds.get(spec.name, 0.0) + spent
       state.chunk += 1
       if on_chunk is not None:
         done = sum(len(c) for c in chunks[:state.chunk])
         on_chunk(ChunkEvent(spec.name, pass_index, num_passes, done, len(candidates),
-                            int(state.robust.sum()), num_examples, state.seconds[spec.name]), state)
+                            int(state.robust.sum()), num_examples, state.seconds[spec.name],
+                            pass_seconds), state)
     state.seconds.setdefault(spec.name, 0.0)
     state.rejected.setdefault(spec.name, 0)
     if pass_index == num_passes - 1:

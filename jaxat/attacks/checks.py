@@ -63,19 +63,20 @@ def randomness_warnings(logits_a: np.ndarray, logits_b: np.ndarray,
   return out
 
 
-def zero_gradient_counts(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
-                         labels: jax.Array) -> dict[str, int]:
-  """Number of points (of x (B,H,W,C)) whose input gradient of CE, and of DLR when the
-  model has >= 3 classes, is exactly zero."""
+def zero_gradient_flags(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
+                        labels: jax.Array) -> dict[str, jax.Array]:
+  """loss name -> (B,) bool, True where the input gradient of that loss is exactly zero
+  (||grad||_1 = 0, the reference's test) for x (B,H,W,C): CE always, DLR when the model
+  has >= 3 classes. Pure; jit it."""
   num_classes = jax.eval_shape(logits_fn, x).shape[-1]
   named = {"ce": losses.cross_entropy}
   if num_classes >= 3:
     named["dlr"] = losses.dlr_loss
-  counts = {}
+  flags = {}
   for name, loss_fn in named.items():
     grad = jax.grad(lambda z, fn=loss_fn: jnp.sum(fn(logits_fn(z), labels)))(x)
-    counts[name] = int(jnp.sum(jnp.sum(jnp.abs(grad.reshape(x.shape[0], -1)), axis=1) == 0))
-  return counts
+    flags[name] = jnp.sum(jnp.abs(grad.reshape(x.shape[0], -1)), axis=1) == 0
+  return flags
 
 
 def zero_gradient_warnings(counts: Mapping[str, int], num_points: int) -> list[str]:

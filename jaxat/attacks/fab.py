@@ -110,7 +110,8 @@ def _single_run(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, targets: j
                                 jnp.concatenate([w, w]), jnp.concatenate([b, b]))
     delta_current = deltas[:batch].reshape(x.shape)
     delta_clean = deltas[batch:].reshape(x.shape)
-    sizes = jnp.maximum(perturbation_norm(norm, deltas), 1e-8).reshape((2 * batch,) + row_shape[1:])
+    sizes = jnp.maximum(perturbation_norm(norm, deltas), 1e-8)
+    sizes = sizes.reshape((2 * batch,) + row_shape[1:])
     size_current, size_clean = sizes[:batch], sizes[batch:]
     alpha = jnp.minimum(jnp.maximum(size_current / (size_current + size_clean), 0.0), alpha_max)
     x1 = jnp.clip((x1 + eta * delta_current) * (1 - alpha) + (x + delta_clean * eta) * alpha,
@@ -130,17 +131,16 @@ def _single_run(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, targets: j
   return best_point, best_dist
 
 
-def _validate(x, y, *, norm, n_target_classes, num_classes, n_iter, n_restarts, alpha_max, eta,
-              beta, active, targets) -> None:
+def _validate(x, y, *, eps, norm, n_target_classes, n_iter, n_restarts, alpha_max, eta, beta,
+              active, targets) -> None:
   if norm not in NORMS:
     raise ValueError(f"norm={norm!r} is invalid; valid choices: {NORMS}")
   if x.ndim != 4:
     raise ValueError(f"x must be an NHWC batch (B,H,W,C), got shape {x.shape}")
   if y.shape != (x.shape[0],):
     raise ValueError(f"y must have shape ({x.shape[0]},), got {y.shape}")
-  if not 1 <= n_target_classes <= num_classes - 1:
-    raise ValueError(f"n_target_classes={n_target_classes} is invalid for {num_classes} classes; "
-                     f"valid choices: 1 .. {num_classes - 1}")
+  if isinstance(eps, (int, float)) and not eps >= 0:
+    raise ValueError(f"eps={eps} is invalid; valid choices: >= 0 in [0,1] pixel units")
   if n_iter < 1:
     raise ValueError(f"n_iter={n_iter} is invalid; valid choices: integers >= 1")
   if n_restarts < 1:
@@ -194,10 +194,13 @@ def fab_targeted(logits_fn: LogitsFn,
   Returns:
     FABResult (see its docstring for the exact meaning of `robust`).
   """
-  num_classes = jax.eval_shape(logits_fn, x).shape[-1]
-  _validate(x, y, norm=norm, n_target_classes=n_target_classes, num_classes=num_classes,
-            n_iter=n_iter, n_restarts=n_restarts, alpha_max=alpha_max, eta=eta, beta=beta,
-            active=active, targets=targets)
+  _validate(x, y, eps=eps, norm=norm, n_target_classes=n_target_classes, n_iter=n_iter,
+            n_restarts=n_restarts, alpha_max=alpha_max, eta=eta, beta=beta, active=active,
+            targets=targets)
+  num_classes = jax.eval_shape(logits_fn, x).shape[-1]   # traces only, compiles nothing
+  if not 1 <= n_target_classes <= num_classes - 1:
+    raise ValueError(f"n_target_classes={n_target_classes} is invalid for {num_classes} classes; "
+                     f"valid choices: 1 .. {num_classes - 1}")
   batch = x.shape[0]
   row_shape = (batch,) + (1,) * (x.ndim - 1)
   y = y.astype(jnp.int32)

@@ -6,13 +6,13 @@ delta (N, d) of minimal L-inf / L2 norm such that <w, t + delta> = b and t + del
 [0,1]^d. When the box makes the hyperplane unreachable, delta is the box move that gets
 closest to it.
 
-Inputs are flat rows: `points` (N, d) (an NHWC image is reshaped to (N, H*W*C)), `w` (N, d)
-and `b` (N,). The algorithms are the official ones (fra31/auto-attack
-`fab_projections.py`, autoattack.md §4.3-4.4), vectorised with fixed shapes: a sort, cumulative
-sums, and a binary search of exactly ceil(log2 d) floor-halving steps, keeping every
-sentinel of the reference (exact w != 0 test in L-inf, |w| < 1e-8 and the 1e12 breakpoint
-clamps in L2, the `>= 0` sign test, strict comparisons). Sorting is stable here and not in
-PyTorch, which changes only the summation order among tied keys.
+Inputs are flat rows: `points` (N, d) (an NHWC image reshaped to (N, H*W*C)), `w` (N, d)
+and `b` (N,). The algorithms are the official ones (fra31/auto-attack `fab_projections.py`,
+autoattack.md §4.3-4.4), vectorised with fixed shapes: a sort, cumulative sums, and a
+binary search of exactly ceil(log2 d) floor-halving steps, keeping every sentinel of the
+reference (exact w != 0 test in L-inf; |w| < 1e-8, |w| > 1e-8 and the 1e12 breakpoint
+clamps in L2; the `>= 0` sign test; strict comparisons). Sorting is stable here and not
+in PyTorch, which changes only the summation order among tied keys.
 """
 
 from __future__ import annotations
@@ -91,14 +91,15 @@ def project_linf_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> ja
 
   def change_at(k):
     # C(p_(k)) with p sorted descending; the reference reads p through the ascending order.
-    return _at(room_cumsum, k) - _at(abs_w_cumsum, k) * _at(room, _at(ascending, num_coords - 1 - k))
+    room_at_k = _at(room, _at(ascending, num_coords - 1 - k))
+    return _at(room_cumsum, k) - _at(abs_w_cumsum, k) * room_at_k
 
   segment = _binary_search(change_at, required, num_coords)
 
   lambda_all = jnp.maximum((required - room_cumsum[:, -1]) / (-abs_w_cumsum[:, -1]), 0.0)
   delta_all = (2 * toward_one - 1) * lambda_all[:, None]
-  lambda_seg = jnp.maximum((required - _at(room_cumsum, segment)) / (-_at(abs_w_cumsum, segment)),
-                           0.0)[:, None]
+  lambda_seg = jnp.maximum(
+      (required - _at(room_cumsum, segment)) / (-_at(abs_w_cumsum, segment)), 0.0)[:, None]
   delta_seg = (jnp.minimum(lambda_seg, full_move) * toward_one
                + jnp.maximum(-lambda_seg, full_move) * (1 - toward_one))
 
@@ -129,10 +130,12 @@ def project_l2_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> jax.
   c = c * sign
 
   big = jnp.asarray(_BIG, w.dtype)
-  significant = jnp.abs(w) >= _TINY_W
+  # The reference uses two strict tests: |w| < 1e-8 never saturates, |w| > 1e-8 may move
+  # (|w| == 1e-8 exactly keeps its breakpoint but does not move).
+  moves = (jnp.abs(w) > _TINY_W).astype(w.dtype)
   # Division by zero gives inf/nan here; the |w| < 1e-8 mask overrides those entries.
   breakpoints = jnp.clip(jnp.maximum(t / w, (t - 1) / w), -big, big)
-  breakpoints = jnp.where(significant, breakpoints, big)
+  breakpoints = jnp.where(jnp.abs(w) < _TINY_W, big, breakpoints)
   breakpoints = jnp.where(breakpoints == -big, big, breakpoints)
   order = jnp.argsort(breakpoints, axis=1)
   sorted_bp = jnp.take_along_axis(breakpoints, order, axis=1)
@@ -142,15 +145,15 @@ def project_l2_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> jax.
 
   w_sq_sorted = jnp.take_along_axis(w ** 2, order, axis=1)
   w_sq_total = jnp.sum(w_sq_sorted, axis=1, keepdims=True)
-  unsaturated_mass = w_sq_total - jnp.cumsum(w_sq_sorted, axis=1)         # ws_j
-  saturated_move = -(breakpoints * w) * significant.astype(w.dtype)       # d_i
+  unsaturated_mass = w_sq_total - jnp.cumsum(w_sq_sorted, axis=1)    # ws_j
+  saturated_move = -(breakpoints * w) * moves                          # d_i
+  # reached_j = <w, delta(rs_j)>, (N, d+1).
   start = -w_sq_total * sorted_bp[:, 0:1]
-  reached = jnp.concatenate(
-      [start, jnp.cumsum((-next_bp + sorted_bp) * unsaturated_mass, axis=1) - w_sq_total * sorted_bp[:, 0:1]],
-      axis=1)                                                              # s_j, (N, d+1)
+  steps = jnp.cumsum((-next_bp + sorted_bp) * unsaturated_mass, axis=1)
+  reached = jnp.concatenate([start, steps - w_sq_total * sorted_bp[:, 0:1]], axis=1)
 
-  unsaturated = reached[:, 0] + c < 0                                        # c4
-  unreachable = jnp.sum(saturated_move * w, axis=1) + c > 0                # c3
+  unsaturated = reached[:, 0] + c < 0                                  # c4
+  unreachable = jnp.sum(saturated_move * w, axis=1) + c > 0            # c3
   between = ~(unsaturated | unreachable)
 
   segment = _binary_search(lambda k: -_at(reached, k), c, num_coords)
@@ -165,7 +168,7 @@ def project_l2_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> jax.
 
   delta = jnp.where(unsaturated[:, None], delta_free,
                     jnp.where(between[:, None], delta_seg, saturated_move))
-  return delta * significant.astype(w.dtype)
+  return delta * moves
 
 
 def project_hyperplane(norm: str, points: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:

@@ -81,7 +81,10 @@ def kl_divergence(target_logits: jax.Array, logits: jax.Array) -> jax.Array:
   summed over classes (xlogy semantics: terms with p_k = 0 contribute 0).
   """
   target_log_probs = jax.nn.log_softmax(target_logits, axis=-1)
-  return kl_divergence_from_probs(jnp.exp(target_log_probs), logits)
+  log_q = jax.nn.log_softmax(logits, axis=-1)
+  # log p from log_softmax, not xlogy(p, p): a class whose p underflows to 0 then adds 0 with
+  # gradient 0 (PyTorch's kl_div masks it), where xlogy's derivative at 0 makes gradients NaN.
+  return jnp.sum(jnp.exp(target_log_probs) * (target_log_probs - log_q), axis=-1)
 
 
 def kl_divergence_from_probs(target_probs: jax.Array, logits: jax.Array) -> jax.Array:

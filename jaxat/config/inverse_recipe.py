@@ -9,9 +9,9 @@ eps 8/255 and step 2/255 (SVHN 1/255), ε' = 4/255, λ = 3.5 (SVHN 3.0). The pap
 the final model, so there is no validation split (cifar10_subset keeps the 500-image
 split of the other methods' subset preset, so subset runs stay comparable).
 
-digits: the small-CNN digits recipe of presets.py; its eps is 16/255 (8/255 is below one
-grey level), so ε' and the inverse step scale with it: ε' = 8/255, α' = 8/255 (universal)
-or 4/255 (instance), keeping the paper's ratios ε'/ε = 1/2.
+digits: the small-CNN digits recipe of presets.py; its eps is larger than 8/255 (8/255 is
+about half of one of the digits' 17 grey levels), so ε' and the inverse step scale with it,
+keeping the paper's ratios: ε' = ε/2, α' = ε' (universal) or ε'/2 (instance).
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def apply_paper_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
 
 
 def scale_inverse_to_digits(c: ml_collections.ConfigDict) -> None:
-  """ε' = 8/255 for the 16/255 digits attack; α' keeps its ratio to ε' (1 or 1/2)."""
+  """ε' = ε/2 of the digits attack (as 4/255 is half of 8/255 in the paper); α' keeps its
+  ratio to ε' (1 universal, 1/2 instance)."""
   ratio = c.method.inverse.step_size / c.method.inverse.eps
-  c.method.inverse.eps = 8 / 255
-  c.method.inverse.step_size = ratio * 8 / 255
+  c.method.inverse.eps = c.method.attack.eps / 2
+  c.method.inverse.step_size = ratio * c.method.inverse.eps
 
 
 def apply_single_step(c: ml_collections.ConfigDict, token: str, dataset: str) -> None:

@@ -115,7 +115,8 @@ def apply_rice_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
   PreAct ResNet-18 with the final BN+ReLU, dataset normalisation inside the model, SGD
   momentum 0.9, wd 5e-4, batch 128, 200 epochs, piecewise lr 0.1 -> 0.01 (50%) -> 0.001
   (75%) at fractional epochs, PGD-10 monitor, best checkpoint by PGD on a 1000-image
-  validation split. SVHN: lr 0.01 and attack step 1/255. cifar10_subset (5085 real images):
+  validation split, reflect padding for the crops on CIFAR. SVHN: lr 0.01 and attack step
+  1/255. cifar10_subset (5085 real images):
   30 epochs, 500 validation images, the whole 1000-image test split monitored.
   """
   c.model.update(name="preact_resnet18", final_bn=True, normalization="dataset")
@@ -126,6 +127,8 @@ def apply_rice_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.schedule.update(name="piecewise", lr_max=0.1, boundaries=(0.5, 0.75), decay_factor=0.1)
   c.dataset.val_size = 1000
   c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=1000)
+  if dataset in ("cifar10", "cifar100", "cifar10_subset"):
+    c.augment.padding_mode = "reflect"  # Rice's own CIFAR loader pads by reflection (§1.2).
   if dataset == "svhn":
     c.schedule.lr_max = 0.01
     if "attack" in c.method:

@@ -28,6 +28,7 @@ inside the larger one), so robust accuracy never rises with eps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import sys
@@ -43,7 +44,8 @@ import numpy as np
 from jaxat.attacks import checks as checks_lib
 from jaxat.attacks import registry
 from jaxat.attacks.autoattack import (ChunkEvent, Classifier, EnsembleState, NORMS,
-                                      predict_logits, run_ensemble)
+                                      check_traceable, predict_logits, run_ensemble)
+from jaxat.models.forward import ModelFn
 
 DEFAULT_ATTACKS = "clean,pgd20,cw20,aa"
 REQUIRED_CLASSES = {"apgd-t": 4, "apgd": 2, "fab-t": 2, "square": 2, "pgd": 2, "clean": 1}
@@ -73,6 +75,28 @@ class _Stateless:
     del variables
     out = self.logits_fn(x)
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclasses.dataclass(frozen=True)
+class _JaxatLogits:
+  """A jaxat ModelFn in a fixed BatchNorm mode; variables = (params, batch_stats)."""
+
+  model: ModelFn
+  bn_mode: str
+
+  def __call__(self, variables, x):
+    params, batch_stats = variables
+    return self.model.logits(params, batch_stats, x, self.bn_mode)
+
+
+def jaxat_classifier(model: ModelFn, params: Any, batch_stats: Any,
+                     bn_mode: str = "eval") -> Classifier:
+  """A jaxat model as a Classifier. bn_mode 'eval' (running statistics, the default for
+  evaluation) or 'batch_stats' (statistics of each attacked batch: outputs then depend on
+  the batch, and the randomness check warns)."""
+  if bn_mode not in ("eval", "batch_stats"):
+    raise ValueError(f"unknown bn_mode {bn_mode!r} for evaluation; valid choices: eval, batch_stats")
+  return Classifier(_JaxatLogits(model, bn_mode), (params, batch_stats))
 
 
 def as_classifier(model: Any) -> Classifier:
@@ -114,7 +138,10 @@ def parse_eps(eps: float | str | Fraction) -> tuple[float, str]:
   """(float value, exact fraction text) of a radius: '8/255' -> (0.03137..., '8/255');
   a float is written as the nearest fraction with denominator <= 10000."""
   try:
-    fraction = Fraction(eps) if isinstance(eps, (str, Fraction)) else Fraction(float(eps)).limit_denominator(10000)
+    if isinstance(eps, (str, Fraction)):
+      fraction = Fraction(eps)
+    else:
+      fraction = Fraction(float(eps)).limit_denominator(10000)
   except (ValueError, ZeroDivisionError, TypeError) as error:
     raise ValueError(f"eps must be a number such as 8/255 or 0.5, got {eps!r}") from error
   value = float(fraction) if isinstance(eps, (str, Fraction)) else float(eps)
@@ -149,8 +176,9 @@ class EvaluationState:
   items: dict[str, EnsembleState] = dataclasses.field(default_factory=dict)
   finished: list[str] = dataclasses.field(default_factory=list)
 
-  def to_arrays(self) -> dict[str, np.ndarray]:
-    """Flat arrays for np.savez (metadata as a JSON string under 'meta')."""
+  def to_arrays(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Flat arrays for np.savez (metadata as a JSON string under 'meta'); x (N,H,W,C) are
+    the evaluated inputs (float32 in [0,1]), used to store adversarial points sparsely."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"clean_seconds": self.clean_seconds, "warnings": self.warnings,
                             "finished": self.finished, "items": {}}
@@ -159,7 +187,10 @@ class EvaluationState:
     for position, (item, state) in enumerate(self.items.items()):
       prefix = f"item{position}"
       arrays[f"{prefix}/robust"] = state.robust
-      arrays[f"{prefix}/x_adv"] = state.x_adv
+      # Only the points an attack changed (x_adv != x where fooled): a few MB, not N images.
+      changed = np.flatnonzero(np.any((state.x_adv != x).reshape(len(x), -1), axis=1))
+      arrays[f"{prefix}/changed"] = changed
+      arrays[f"{prefix}/x_changed"] = state.x_adv[changed]
       if state.stage_robust is not None:
         arrays[f"{prefix}/stage_robust"] = state.stage_robust
       for k, (attack, flags) in enumerate(state.robust_after.items()):
@@ -171,7 +202,8 @@ class EvaluationState:
     return arrays
 
   @classmethod
-  def from_arrays(cls, arrays) -> "EvaluationState":
+  def from_arrays(cls, arrays, x: np.ndarray) -> "EvaluationState":
+    """Inverse of `to_arrays` for the same inputs x."""
     meta = json.loads(str(arrays["meta"]))
     state = cls(clean_correct=np.array(arrays["clean_correct"]) if "clean_correct" in arrays else None,
                 clean_seconds=meta["clean_seconds"], warnings=meta["warnings"],
@@ -179,8 +211,10 @@ class EvaluationState:
     for item, info in meta["items"].items():
       prefix = info["prefix"]
       stage_key = f"{prefix}/stage_robust"
+      x_adv = np.array(x, np.float32)
+      x_adv[np.asarray(arrays[f"{prefix}/changed"], np.int64)] = arrays[f"{prefix}/x_changed"]
       state.items[item] = EnsembleState(
-          robust=np.array(arrays[f"{prefix}/robust"]), x_adv=np.array(arrays[f"{prefix}/x_adv"]),
+          robust=np.array(arrays[f"{prefix}/robust"]), x_adv=x_adv,
           stage=info["stage"], chunk=info["chunk"],
           stage_robust=np.array(arrays[stage_key]) if stage_key in arrays else None,
           robust_after={attack: np.array(arrays[f"{prefix}/after{k}"])
@@ -249,11 +283,16 @@ class RobustnessReport:
 # --- evaluation --------------------------------------------------------------------------
 
 
-def _validated_inputs(x, y, eps: float, norm: str, batch_size: int, seed: int):
+def as_images(x) -> np.ndarray:
+  """x as float32 in [0,1]: uint8 0..255 is divided by 255, other dtypes are cast."""
   x = np.asarray(x)
   if x.dtype == np.uint8:
-    x = x.astype(np.float32) / 255.0
-  x = x.astype(np.float32)
+    return x.astype(np.float32) / 255.0
+  return x.astype(np.float32)
+
+
+def _validated_inputs(x, y, eps: float, norm: str, batch_size: int, num_buckets: int, seed: int):
+  x = as_images(x)
   y = np.asarray(y)
   if x.ndim != 4:
     raise ValueError(f"x must be an NHWC batch (N,H,W,C), got shape {x.shape}")
@@ -271,6 +310,8 @@ def _validated_inputs(x, y, eps: float, norm: str, batch_size: int, seed: int):
                      f"(8/255 = 0.0314), got {eps}")
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+  if not isinstance(num_buckets, int) or num_buckets < 1:
+    raise ValueError(f"num_buckets must be an integer >= 1, got {num_buckets!r}")
   if not isinstance(seed, int) or seed < 0:
     raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
   return x, y.astype(np.int32)
@@ -293,28 +334,34 @@ def _item_specs(items: Sequence[str], attack_options: dict[str, dict] | None,
         raise ValueError(f"attack {member!r} needs at least {needed} classes, the model has "
                          f"{num_classes}; valid choices here: fgsm, pgd<k>, cw<k>, apgd-ce, square")
       specs[item].append(spec)
-  unknown = set(attack_options) - used
-  if unknown:
-    raise ValueError(f"attack_options for attacks that are not evaluated: {sorted(unknown)}")
+  for name in set(attack_options) - used:  # unused but must at least be a valid attack
+    registry.attack_spec(name, attack_options[name])
   return specs
+
+
+@functools.lru_cache(maxsize=16)
+def _zero_gradient_function(apply_fn):
+  return jax.jit(lambda variables, x, y: checks_lib.zero_gradient_flags(
+      functools.partial(apply_fn, variables), x, y))
 
 
 def _pre_checks(classifier: Classifier, x: np.ndarray, y: np.ndarray, clean_correct: np.ndarray,
                 batch_size: int) -> list[str]:
   """Output range, randomness and zero-gradient checks on the first batch."""
   count = min(batch_size, len(x))
-  first = jnp.asarray(x[:count])
-  predict = jax.jit(classifier.apply_fn)
-  logits_a = np.asarray(predict(classifier.variables, first))
-  logits_b = np.asarray(predict(classifier.variables, first))
-  half_alone = np.asarray(predict(classifier.variables, first[:count // 2])) if count >= 2 else logits_a[:0]
+  # Same padded shapes as the clean pass: no new compilation for the two full passes.
+  logits_a = predict_logits(classifier, x[:count], batch_size)
+  logits_b = predict_logits(classifier, x[:count], batch_size)
+  half_alone = (predict_logits(classifier, x[:count // 2], batch_size) if count >= 2
+                else logits_a[:0])
   warnings = checks_lib.probability_output_warnings(logits_a)
   warnings += checks_lib.randomness_warnings(logits_a, logits_b, half_alone)
-  correct = np.flatnonzero(clean_correct[:count])
-  if len(correct):
-    logits_fn = lambda z: classifier.apply_fn(classifier.variables, z)
-    counts = checks_lib.zero_gradient_counts(logits_fn, jnp.asarray(x[correct]), jnp.asarray(y[correct]))
-    warnings += checks_lib.zero_gradient_warnings(counts, len(correct))
+  correct = clean_correct[:count]
+  if correct.any():
+    flags = _zero_gradient_function(classifier.apply_fn)(classifier.variables, jnp.asarray(x[:count]),
+                                                         jnp.asarray(y[:count]))
+    counts = {name: int(np.sum(np.asarray(zero) & correct)) for name, zero in flags.items()}
+    warnings += checks_lib.zero_gradient_warnings(counts, int(correct.sum()))
   num_classes = logits_a.shape[-1]
   if num_classes < 10:
     warnings.append(f"the model has {num_classes} classes: targeted attacks use "
@@ -330,6 +377,7 @@ def evaluate_robustness(model: Any,
                         eps: float | str | Fraction = 8 / 255,
                         norm: str = "linf",
                         batch_size: int = 250,
+                        num_buckets: int = 4,
                         seed: int = 0,
                         attack_options: dict[str, dict[str, Any]] | None = None,
                         run_checks: bool = True,
@@ -346,6 +394,8 @@ def evaluate_robustness(model: Any,
     eps: radius in [0,1] pixel units (float, or exact text such as '8/255').
     norm: 'linf' or 'l2'.
     batch_size: largest compiled batch (the reference's bs; 250 by default).
+    num_buckets: padded batch sizes per attack (batch, /2, /4, ...): each attack compiles
+      at most once per bucket; 1 = always the full batch.
     seed: everything random derives from it (fold_in per attack, pass and example).
     attack_options: per attack name, setting overrides, e.g. {'square': {'n_queries': 100}}.
     run_checks: run the gradient-masking checks (warnings in the report).
@@ -358,7 +408,7 @@ def evaluate_robustness(model: Any,
     RobustnessReport.
   """
   eps_value, eps_fraction = parse_eps(eps)
-  x, y = _validated_inputs(x, y, eps_value, norm, batch_size, seed)
+  x, y = _validated_inputs(x, y, eps_value, norm, batch_size, num_buckets, seed)
   items = parse_items(attacks)
   classifier = as_classifier(model)
   output = jax.eval_shape(classifier.apply_fn, classifier.variables,
@@ -370,9 +420,11 @@ def evaluate_robustness(model: Any,
     raise ValueError(f"labels must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
   specs = _item_specs(items, attack_options, num_classes)
   if start_from is not None and (start_from.num_examples != len(x) or start_from.eps > eps_value
-                                 or set(start_from.correct) < set(items)):
+                                 or not set(items) <= set(start_from.correct)):
     raise ValueError("start_from must be a report on the same examples and items at a radius "
                      f"<= {eps_value}")
+  for item_specs in specs.values():
+    check_traceable(classifier, item_specs, x.shape, norm=norm, batch_size=batch_size)
   state = EvaluationState() if state is None else state
   hooks = hooks or EvaluationHooks()
 
@@ -402,7 +454,8 @@ def evaluate_robustness(model: Any,
     if hooks.on_chunk is not None:
       on_chunk = lambda event, _, item=item: hooks.on_chunk(item, event, state)
     run_ensemble(classifier, x, y, item_specs, state.items[item], eps=eps_value, norm=norm,
-                 seed=seed, num_classes=num_classes, batch_size=batch_size, on_chunk=on_chunk)
+                 seed=seed, num_classes=num_classes, batch_size=batch_size,
+                 num_buckets=num_buckets, on_chunk=on_chunk)
     state.finished.append(item)
     item_state = state.items[item]
     for spec in item_specs:
@@ -440,6 +493,8 @@ def _report(x, items, specs, state: EvaluationState, eps, eps_fraction, norm, se
     for spec in specs[item]:
       families[spec.name] = spec.family
       settings[spec.name] = {**spec.settings(), "passes": spec.num_passes(num_classes)}
+      if spec.family == "pgd" and settings[spec.name]["step_size"] is None:
+        settings[spec.name]["step_size"] = eps * settings[spec.name]["step_fraction"]
       if item_state.rejected.get(spec.name):
         rejected[f"{item}/{spec.name}"] = item_state.rejected[spec.name]
         warnings.append(f"{item}: {spec.name} returned {item_state.rejected[spec.name]} "

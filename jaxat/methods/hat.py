@@ -38,6 +38,7 @@ helper CE); 1.0 (plain CE) is the official setting.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -174,11 +175,22 @@ class HAT(Method):
       raise ValueError(f"the helper model in {helper_dir!r} was trained on {helper_dataset!r}, "
                        f"this run trains on {config.dataset.name!r}; use a helper of the same dataset")
     ctx = trained.experiment.ctx
-    self._helper = HelperModel(model=trained.model, params=trained.params,
-                               batch_stats=trained.batch_stats, num_classes=ctx.num_classes,
-                               image_shape=ctx.image_shape, workdir=helper_dir)
-    logging.info("HAT: helper model from %s (step %d, %s checkpoint, %s)", helper_dir,
-                 trained.step, cfg.helper_checkpoint, trained.config.model.name)
+    self.attach_helper(HelperModel(model=trained.model, params=trained.params,
+                                   batch_stats=trained.batch_stats, num_classes=ctx.num_classes,
+                                   image_shape=ctx.image_shape, workdir=helper_dir))
+    results_path = os.path.join(helper_dir, "results.json")
+    clean = "unknown"
+    if os.path.exists(results_path):
+      with open(results_path) as f:
+        clean = f"{json.load(f).get('clean_acc', float('nan')):.4f}"
+    logging.info("HAT: helper model from %s (step %d, %s checkpoint, %s; clean accuracy in its "
+                 "results.json: %s)", helper_dir, trained.step, cfg.helper_checkpoint,
+                 trained.config.model.name, clean)
+
+  def attach_helper(self, helper: HelperModel) -> None:
+    """Uses `helper` instead of the one `setup` would load (setup calls this; tests and
+    cost benchmarks attach a helper without training one)."""
+    self._helper = helper
 
   def _require_helper(self) -> HelperModel:
     if self._helper is None:

@@ -31,13 +31,23 @@ from jaxat.attacks.projections import clip_to_image
 from jaxat.models.forward import ModelFn
 
 
-def feature_l1(a: jax.Array, b: jax.Array) -> jax.Array:
-  """‖a − b‖₁ summed over the feature dimensions, per example: (B,D), (B,D) -> (B,)."""
-  return jnp.sum(jnp.abs(a - b), axis=tuple(range(1, a.ndim)))
+FEATURE_REDUCTIONS = ("sum", "mean")
+
+
+def feature_l1(a: jax.Array, b: jax.Array, reduction: str = "sum") -> jax.Array:
+  """‖a − b‖₁ per example, (B,D), (B,D) -> (B,): summed over the feature dimensions
+  ('sum', uiat.md §2 DECISION) or averaged over them ('mean', what PyTorch's nn.L1Loss()
+  gives per example; it scales β by 1/D)."""
+  if reduction not in FEATURE_REDUCTIONS:
+    raise ValueError(f"unknown feature reduction {reduction!r}; valid choices: "
+                     f"{', '.join(FEATURE_REDUCTIONS)}")
+  reduce = jnp.sum if reduction == "sum" else jnp.mean
+  return reduce(jnp.abs(a - b), axis=tuple(range(1, a.ndim)))
 
 
 def inverse_loss(logits: jax.Array, features: jax.Array, labels: jax.Array,
-                 clean_features: jax.Array, adv_features: jax.Array, beta: float) -> jax.Array:
+                 clean_features: jax.Array, adv_features: jax.Array, beta: float,
+                 feature_reduction: str = "sum") -> jax.Array:
   """Eq. 4 per example, shape (B,): CE(f(x̃), y) + β·(‖F(x̃) − F(x)‖₁ − ‖F(x̃) − F(x̂)‖₁).
 
   logits, features: f(x̃) (B,K) and F(x̃) (B,D) of the inverse candidates.
@@ -45,6 +55,7 @@ def inverse_loss(logits: jax.Array, features: jax.Array, labels: jax.Array,
   beta: weight of the feature-level regularisation (FR); 0 gives plain CE (Table 6 rows
     without FR, the single-step plug-in of Appendix B.3). With β = 0 the features are not
     read, so callers may pass None for clean_features/adv_features.
+  feature_reduction: see `feature_l1`.
   The batch reduction (mean over examples, uiat.md §2 DECISION) is the caller's; descent
   directions only use the sign, which does not depend on it.
   """
@@ -53,18 +64,20 @@ def inverse_loss(logits: jax.Array, features: jax.Array, labels: jax.Array,
     return ce
   clean_features = jax.lax.stop_gradient(clean_features)
   adv_features = jax.lax.stop_gradient(adv_features)
-  return ce + beta * (feature_l1(features, clean_features) - feature_l1(features, adv_features))
+  return ce + beta * (feature_l1(features, clean_features, feature_reduction) -
+                      feature_l1(features, adv_features, feature_reduction))
 
 
 def inverse_objective(model: ModelFn, params: Any, labels: jax.Array, bn_mode: str,
                       clean_features: jax.Array | None, adv_features: jax.Array | None,
-                      beta: float) -> pgd_lib.ObjectiveFn:
+                      beta: float, feature_reduction: str = "sum") -> pgd_lib.ObjectiveFn:
   """L_inv over the classifier as a PGD objective `(x_inv, batch_stats) -> ((B,), (logits,
   batch_stats))`; BatchNorm statistics are updated (and threaded) only in 'train' mode."""
 
   def objective(x_inv, batch_stats):
     logits, features, batch_stats = model(params, batch_stats, x_inv, bn_mode)
-    value = inverse_loss(logits, features, labels, clean_features, adv_features, beta)
+    value = inverse_loss(logits, features, labels, clean_features, adv_features, beta,
+                         feature_reduction)
     return value, (logits, batch_stats)
 
   return objective
@@ -111,7 +124,8 @@ def universal_inverse_step(objective: pgd_lib.ObjectiveFn, universal: jax.Array,
   clipped to [−ε', ε']; absent classes keep their perturbation exactly (their gradient
   row is zero, and they are masked anyway). The paper takes one step (num_steps = 1).
 
-  Returns (updated z (K,H,W,C), logits (B,K) at x̃ of the *last* pre-update z, aux).
+  Returns (updated z (K,H,W,C), logits (B,K) at x̃ of the incoming z (the first forward
+  pass), aux).
   """
   num_classes = universal.shape[0]
   moves = present_classes(labels, num_classes).reshape((num_classes,) + (1,) * (universal.ndim - 1))
@@ -122,9 +136,10 @@ def universal_inverse_step(objective: pgd_lib.ObjectiveFn, universal: jax.Array,
 
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-  z, logits = universal, None
+  z, incoming_logits = universal, None
   for _ in range(num_steps):  # static and tiny (1 in the paper): unrolled
     grad, (logits, aux) = jax.grad(summed, has_aux=True)(z, aux)
+    incoming_logits = logits if incoming_logits is None else incoming_logits
     stepped = jnp.clip(z - step_size * jnp.sign(grad), -eps, eps)
     z = jnp.where(moves, stepped, z)
-  return jax.lax.stop_gradient(z), jax.lax.stop_gradient(logits), aux
+  return jax.lax.stop_gradient(z), jax.lax.stop_gradient(incoming_logits), aux

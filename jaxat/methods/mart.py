@@ -49,15 +49,16 @@ def mart_loss(clean_logits: jax.Array, adv_logits: jax.Array, labels: jax.Array,
               true_class_mass: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(L, L_adv, L_rob) of MART from (B,K) clean and adversarial logits and (B,) labels."""
   adv_probs = jax.nn.softmax(adv_logits, axis=-1)
-  nat_probs = jax.nn.softmax(clean_logits, axis=-1)
+  nat_log_probs = jax.nn.log_softmax(clean_logits, axis=-1)
+  nat_probs = jnp.exp(nat_log_probs)
   wrong = most_likely_wrong_class(adv_probs, labels)
   wrong_prob = jnp.take_along_axis(adv_probs, wrong[:, None], axis=-1)[:, 0]
   boosted = -jnp.mean(jnp.log(BOOST_OFFSET - wrong_prob + LOG_FLOOR))
   adversarial = losses.cross_entropy(adv_logits, labels, true_class_mass) + boosted
-  # PyTorch KLDivLoss(log(p_adv + 1e-12), p_nat): p_nat · (log p_nat - log(p_adv + 1e-12)),
-  # with 0 · log 0 = 0.
-  kl = jnp.sum(jax.scipy.special.xlogy(nat_probs, nat_probs)
-               - nat_probs * jnp.log(adv_probs + LOG_FLOOR), axis=-1)
+  # PyTorch KLDivLoss(log(p_adv + 1e-12), p_nat): p_nat · (log p_nat - log(p_adv + 1e-12)).
+  # log p_nat comes from log_softmax: a class whose p_nat underflows to 0 adds 0 with
+  # gradient 0, as PyTorch's masked kl_div gradient (xlogy(p, p) would give NaN gradients).
+  kl = jnp.sum(nat_probs * (nat_log_probs - jnp.log(adv_probs + LOG_FLOOR)), axis=-1)
   robust = jnp.mean(kl * misclassification_weights(clean_logits, labels))
   return adversarial + beta * robust, adversarial, robust
 

@@ -20,11 +20,31 @@ A step (Algorithm 1; Algorithm 2 for `generation='instance'`):
    - momentum (Eq. 8): p̄_i ← p(x̃_i) for epochs t < T, γ·p̄_i + (1−γ)·p(x̃_i) for t ≥ T;
    - one-off (Eq. 10): p(x) for t < T', p(x̃) for t = T' (stored per example), the stored
      value for t > T' (frozen: no inverse adversary, no feature pass is computed).
-4. Loss (Eq. 7 / Eq. 9): CE(f(x̂), y) + λ·KL(p̄ ‖ p(x̂)), KL summed over classes and
-   averaged over the batch, the model in train mode for this forward (running statistics
-   updated by x̂ only). p̄ is a constant by default (uiat.md §5 DECISION);
-   `target_gradient=True` recomputes its current-epoch term inside the loss so that
-   gradients flow through it (one more forward and backward pass).
+4. Loss (Eq. 7 / Eq. 9): CE(f(x̂), y) + λ·KL(p̄ ‖ p(x̂)), the model in train mode for this
+   forward (running statistics updated by x̂ only).
+
+Forward/backward passes per batch beyond PGD-AT's (L = one forward of the batch; the
+input-gradient of a pass costs about two more): F(x) and F(x̂) in one forward of the
+concatenated 2B batch (eval mode; skipped when β = 0), one forward+backward of L_inv at x̃
+for the z step, one forward for p(x̃) with the updated z — about 5 forward equivalents
+next to PGD-10's ~24 (10 × forward+input-backward + the training step). The training
+forward at x̂ cannot be shared: it comes after z's update, in train mode, differentiated.
+One-off: one forward (p(x)) before T', nothing after T'.
+
+Switches (config `method.*`; paper = stated in the paper, DECISION = uiat.md resolution,
+the other reading being the option):
+- generation 'universal' | 'instance' (paper, Table 6 "UAG").
+- inverse.beta = 1.0 (paper; 0 = no FR, Table 6), inverse.eps = 4/255, inverse.step_size
+  4/255 universal / 2/255 instance, inverse.num_steps 1 / 5 (paper).
+- inverse.feature_reduction 'sum' (DECISION) | 'mean' (per-example mean over dimensions).
+- inverse.bn_mode and attack.bn_mode 'eval' (DECISION) | 'train' | 'batch_stats'.
+- inverse.target_after_update True (DECISION: p(x̃) with the updated z) | False.
+- momentum, gamma = 0.9, momentum_start = 0.75 (paper, Table 6 "IAM").
+- oneoff, oneoff_start = 0.8 (paper); momentum and oneoff exclude each other.
+- kl_weight λ = 3.5 (3.0 SVHN) (paper); kl_reduction 'batchmean' (DECISION) | 'mean'
+  (PyTorch KLDivLoss's default, divides by the classes too).
+- target_gradient False (DECISION: p̄ is a constant) | True (the current-epoch term is
+  recomputed inside the loss so gradients flow through it: one more forward and backward).
 
 Phase switches are *fractions of training* (like the schedule boundaries, so
 `--config.num_epochs=N` rescales the recipe): the switch epoch is the 0-based index
@@ -54,6 +74,7 @@ from jaxat.methods.base import Batch, Method, StepContext
 from jaxat.models.forward import validate_bn_mode
 
 GENERATIONS = ("universal", "instance")
+KL_REDUCTIONS = ("batchmean", "mean")
 # One-off phases (Eq. 10): before T', at T', after T'.
 BEFORE, AT, AFTER = 0, 1, 2
 
@@ -118,11 +139,15 @@ class InverseAdversarialTraining(Method):
             step_size=float(inverse_step_size),  # α': 4/255 universal, 2/255 instance
             num_steps=int(inverse_num_steps),    # 1 universal (paper), 5 instance
             beta=1.0,                # β of Eq. 4; 0 switches the feature regulariser (FR) off
+            feature_reduction="sum",  # ‖·‖₁ summed over feature dims (DECISION) | 'mean'
             bn_mode="eval",          # BatchNorm mode of the inverse passes and of p(x̃), p(x)
-            target_after_update=True,  # p(x̃) with the updated z (DECISION); False reuses the
-                                       # forward of the step (universal only, one pass less)
+            target_after_update=True,  # p(x̃) with the updated z (DECISION); False: with the
+                                       # incoming z, reusing the step's forward (universal
+                                       # only, one forward pass less)
         )),
         kl_weight=3.5,               # λ of Eq. 7 (3.5 CIFAR-10/100, 3.0 SVHN)
+        kl_reduction="batchmean",    # KL summed over classes, mean over batch (DECISION) |
+                                     # 'mean': PyTorch KLDivLoss default, also / classes
         momentum=momentum,           # inverse adversary momentum (IAM, Eq. 8)
         gamma=0.9,                   # γ of Eq. 8
         momentum_start=0.75,         # T as a fraction of training (75 of 100 epochs)
@@ -150,6 +175,12 @@ class InverseAdversarialTraining(Method):
       raise ValueError(f"method.inverse.beta must be >= 0 (0 = no feature regularisation), "
                        f"got {inv.beta}")
     validate_bn_mode(inv.bn_mode, "method.inverse.bn_mode")
+    if inv.feature_reduction not in inverse.FEATURE_REDUCTIONS:
+      raise ValueError(f"unknown method.inverse.feature_reduction {inv.feature_reduction!r}; "
+                       f"valid choices: {', '.join(inverse.FEATURE_REDUCTIONS)}")
+    if cfg.kl_reduction not in KL_REDUCTIONS:
+      raise ValueError(f"unknown method.kl_reduction {cfg.kl_reduction!r}; valid choices: "
+                       f"{', '.join(KL_REDUCTIONS)}")
     if not isinstance(inv.target_after_update, bool):
       raise ValueError(f"method.inverse.target_after_update must be True or False, got "
                        f"{inv.target_after_update!r}")
@@ -212,15 +243,19 @@ class InverseAdversarialTraining(Method):
       clean_features, adv_features, batch_stats = self._features(ctx, params, batch_stats,
                                                                  batch.images, x_adv)
     objective = inverse.inverse_objective(ctx.model, params, batch.labels, inv.bn_mode,
-                                          clean_features, adv_features, inv.beta)
+                                          clean_features, adv_features, inv.beta,
+                                          inv.feature_reduction)
     if self.cfg.generation == "universal":
-      universal, pre_update_logits, batch_stats = inverse.universal_inverse_step(
+      incoming = universal
+      universal, incoming_logits, batch_stats = inverse.universal_inverse_step(
           objective, universal, batch.images, batch.labels, inv.eps, inv.step_size,
           inv.num_steps, aux=batch_stats)
-      x_inv = inverse.apply_universal(batch.images, universal, batch.labels)
       if not inv.target_after_update:
-        probs = jax.nn.softmax(pre_update_logits.astype(jnp.float32), axis=-1)
-        return probs, x_inv, batch_stats, universal
+        # p(x̃) of the z this batch started from: the step's own forward pass, reused.
+        probs = jax.nn.softmax(incoming_logits.astype(jnp.float32), axis=-1)
+        return (probs, inverse.apply_universal(batch.images, incoming, batch.labels),
+                batch_stats, universal)
+      x_inv = inverse.apply_universal(batch.images, universal, batch.labels)
     else:
       x_inv, batch_stats = inverse.instance_inverse_examples(
           objective, batch.images, batch.labels, key, inv.eps, inv.step_size, inv.num_steps,
@@ -235,8 +270,8 @@ class InverseAdversarialTraining(Method):
     inverse_key = jax.random.fold_in(key, 1)
     universal = method_state.get("universal")
     new_state = dict(method_state)
-    ones = jnp.ones((batch.labels.shape[0],), jnp.float32)
 
+    # The target is p̄ = history + current_weight · fresh, fresh = p(x̃) or p(x) (B,K).
     if not cfg.oneoff:
       fresh, target_input, batch_stats, universal = self._inverse_probs(
           ctx, params, batch_stats, universal, batch, x_adv, inverse_key)
@@ -246,9 +281,8 @@ class InverseAdversarialTraining(Method):
         history, current_weight = momentum_weights(
             buffer["probs"][batch.indices], buffer["written_epoch"][batch.indices], epoch,
             phase_epoch(cfg.momentum_start, ctx.num_epochs), cfg.gamma)
-        target = history + current_weight[:, None] * fresh
         new_state["target"] = {
-            "probs": buffer["probs"].at[batch.indices].set(target),
+            "probs": buffer["probs"].at[batch.indices].set(history + current_weight[:, None] * fresh),
             "written_epoch": buffer["written_epoch"].at[batch.indices].set(epoch.astype(jnp.int32))}
     else:
       buffer = method_state["target"]
@@ -305,6 +339,8 @@ class InverseAdversarialTraining(Method):
     logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
     ce = losses.cross_entropy(logits, batch.labels)
     kl = jnp.mean(attack_losses.kl_divergence_from_probs(target, logits))
+    if self.cfg.kl_reduction == "mean":
+      kl = kl / logits.shape[-1]
     loss = ce + self.cfg.kl_weight * kl
     return loss, (batch_stats, {"loss": loss, "ce_adv": ce, "kl": kl,
                                 "adv_acc": losses.accuracy(logits, batch.labels)})

@@ -1,0 +1,250 @@
+"""AutoAttack 'standard' speed: jaxat against the reference PyTorch `autoattack` package on
+the same model, images and machine.
+
+  python benchmarks/autoattack_speed.py --n_images=256 --eps=2/255 \
+      [--reference_python=/path/to/python] [--reference_threads=1] [--batch_size=250] \
+      [--repeat=2] [--output=...]
+
+Model: the small CNN of the AutoAttack goldens (conv3x3 3->16, conv3x3/2 16->32, dense;
+weights from ../shared/goldens/autoattack_smallcnn.npz), images: the first N images of the
+CIFAR-10 subset ../shared/data/cifar10_train_subset.npz (the golden model saw all but the
+first 64 in training). jaxat runs `evaluate_robustness(attacks='aa')`; the seconds per
+attack include compilation (reported separately with --repeat=2: the second run is warm).
+
+The reference: give --reference_python, a Python that can `import torch` and
+`import autoattack` (fra31/auto-attack, which is not on PyPI: clone it and put its folder
+on PYTHONPATH, or `pip install git+https://github.com/fra31/auto-attack`). This script
+runs itself under that Python with --framework=reference (which needs only numpy, torch
+and autoattack), on a PyTorch mirror of the same network and the same images, and
+reports the reference's seconds per attack (from its log), the speed-up and the
+per-example agreement of the robust flags. Without it, jaxat is benchmarked alone.
+
+Writes one JSON file (default benchmarks/results/autoattack_speed.json) with the machine
+described. CPU timings are noisy when the machine is shared: the load average at the start
+and end is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
+GOLDEN_PATH = os.path.join(SHARED, "goldens", "autoattack_smallcnn.npz")
+IMAGES_PATH = os.path.join(SHARED, "data", "cifar10_train_subset.npz")
+sys.path.insert(0, HERE)
+
+from machine import describe_machine  # noqa: E402
+
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+def load_problem(n_images: int) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Golden weights (Flax layout), images (N,32,32,3) float32 in [0,1] and labels."""
+  for path in (GOLDEN_PATH, IMAGES_PATH):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} is needed for this benchmark")
+  golden = np.load(GOLDEN_PATH)
+  weights = {key: golden[key] for key in golden.files if "/" in key}
+  data = np.load(IMAGES_PATH)
+  if n_images > len(data["y"]):
+    raise ValueError(f"--n_images={n_images} but the subset has {len(data['y'])} images")
+  x = data["x"][:n_images].astype(np.float32) / 255.0
+  return weights, x, data["y"][:n_images].astype(np.int64)
+
+
+def run_jaxat(weights, x, y, eps: float, batch_size: int, seed: int) -> dict:
+  import jax
+  import ml_collections
+  from jaxat.eval.robustness import evaluate_robustness
+  from jaxat.models import create_model
+
+  config = ml_collections.ConfigDict(dict(
+      name="small_cnn", activation="relu", normalization="none", final_bn=True, depth=34,
+      width=10, channels=(16, 32), batch_norm=False))
+  module = create_model(config, 10, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+  params = {layer: {"kernel": weights[f"{layer}/kernel"], "bias": weights[f"{layer}/bias"]}
+            for layer in ("conv1", "conv2", "dense")}
+  apply_fn = _logits_of(module)
+  started = time.perf_counter()
+  report = evaluate_robustness((apply_fn, {"params": params}), x, y, attacks="aa", eps=eps,
+                               batch_size=batch_size, seed=seed)
+  total = time.perf_counter() - started
+  seconds = {name: report.seconds[f"aa/{name}"] for name in STANDARD}
+  return {"framework": "jaxat", "backend": jax.default_backend(),
+          "accuracy": {"clean": report.accuracy["clean"],
+                       **{name: report.stages["aa"][name] for name in STANDARD}},
+          "seconds": {"clean": report.seconds["clean"], **seconds, "total": total},
+          "robust": report.correct["aa"].astype(int).tolist(), "warnings": report.warnings}
+
+
+class _logits_of:  # noqa: N801 (a hashable function object: it keys jaxat's compilations)
+  def __init__(self, module):
+    self.module = module
+
+  def __call__(self, variables, x):
+    return self.module.apply(variables, x, train=False)[0]
+
+  def __hash__(self):
+    return hash(self.module)
+
+  def __eq__(self, other):
+    return isinstance(other, _logits_of) and other.module == self.module
+
+
+def run_reference(weights, x, y, eps: float, batch_size: int, seed: int, threads: int) -> dict:
+  import torch
+  import torch.nn as tnn
+  import torch.nn.functional as F
+  from autoattack import AutoAttack
+
+  if threads > 0:
+    torch.set_num_threads(threads)
+
+  class SmallCNN(tnn.Module):
+    """The golden network: padding (1,1) on both convs, NHWC flattening before dense."""
+
+    def __init__(self):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1)
+      self.conv2 = tnn.Conv2d(16, 32, 3, 2, 1)
+      self.dense = tnn.Linear(8192, 10)
+
+    def forward(self, inputs):
+      out = F.relu(self.conv2(F.relu(self.conv1(inputs))))
+      return self.dense(out.permute(0, 2, 3, 1).reshape(inputs.shape[0], -1))
+
+  model = SmallCNN().eval()
+  with torch.no_grad():
+    for layer in ("conv1", "conv2"):
+      getattr(model, layer).weight.copy_(torch.from_numpy(weights[f"{layer}/kernel"].transpose(3, 2, 0, 1)))
+      getattr(model, layer).bias.copy_(torch.from_numpy(weights[f"{layer}/bias"]))
+    model.dense.weight.copy_(torch.from_numpy(weights["dense/kernel"].T))
+    model.dense.bias.copy_(torch.from_numpy(weights["dense/bias"]))
+
+  class TimedLog:
+    """Receives the reference's log lines and stamps them."""
+
+    def __init__(self):
+      self.lines = []
+
+    def log(self, text):
+      self.lines.append((time.perf_counter(), str(text)))
+
+  log = TimedLog()
+  adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", device="cpu",
+                         seed=seed, log_path=None)
+  adversary.logger = log
+  x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  labels = torch.from_numpy(y)
+  started = time.perf_counter()
+  x_adv = adversary.run_standard_evaluation(x_nchw, labels, bs=batch_size)
+  total = time.perf_counter() - started
+  seconds, accuracy, previous = {}, {}, started
+  for stamp, text in log.lines:
+    if text.startswith("initial accuracy"):
+      accuracy["clean"] = float(text.split(":")[1].strip().rstrip("%")) / 100
+      seconds["clean"] = stamp - previous
+      previous = stamp
+    for name in STANDARD:
+      if text.startswith(f"robust accuracy after {name.upper()}"):
+        accuracy[name] = float(text.split(":")[1].split("%")[0].strip()) / 100
+        seconds[name] = stamp - previous
+        previous = stamp
+  with torch.no_grad():
+    robust = (model(x_adv).argmax(1) == labels).numpy()
+  seconds["total"] = total
+  return {"framework": "autoattack (PyTorch reference)", "torch": torch.__version__,
+          "torch_threads": torch.get_num_threads(), "accuracy": accuracy, "seconds": seconds,
+          "robust": robust.astype(int).tolist()}
+
+
+def compare(jaxat_result: dict, reference: dict, n_images: int) -> dict:
+  ours, theirs = np.array(jaxat_result["robust"], bool), np.array(reference["robust"], bool)
+  speedups = {name: reference["seconds"][name] / jaxat_result["seconds"][name]
+              for name in STANDARD + ("total",)
+              if name in reference["seconds"] and jaxat_result["seconds"].get(name, 0) > 0}
+  return {
+      "speedup": speedups,
+      "robust_accuracy_difference_pp": 100 * (ours.mean() - theirs.mean()),
+      "robust_only_jaxat": int((ours & ~theirs).sum()),
+      "robust_only_reference": int((~ours & theirs).sum()),
+      "images_per_second": {"jaxat": n_images / jaxat_result["seconds"]["total"],
+                            "reference": n_images / reference["seconds"]["total"]},
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--n_images", type=int, default=256)
+  parser.add_argument("--eps", default="2/255", help="L-inf radius, e.g. 2/255 (the goldens')")
+  parser.add_argument("--batch_size", type=int, default=250)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--repeat", type=int, default=1, help="jaxat runs (2: the second is warm)")
+  parser.add_argument("--framework", choices=("jaxat", "reference"), default="jaxat",
+                      help="'reference' is used internally by --reference_python")
+  parser.add_argument("--reference_python", default="",
+                      help="a Python with torch and autoattack importable; runs the reference")
+  parser.add_argument("--reference_threads", type=int, default=0,
+                      help="torch.set_num_threads for the reference; 0 = torch's default. On a "
+                      "CPU shared with other jobs, 1 avoids thread oversubscription (the "
+                      "reference was >10x slower with 2 threads on 2 busy cores)")
+  parser.add_argument("--output", default=os.path.join(HERE, "results", "autoattack_speed.json"))
+  args = parser.parse_args()
+  eps = float(Fraction(args.eps))
+  weights, x, y = load_problem(args.n_images)
+
+  if args.framework == "reference":
+    print(json.dumps(run_reference(weights, x, y, eps, args.batch_size, args.seed,
+                                   args.reference_threads)))
+    return
+
+  sys.path.insert(0, REPO_ROOT)
+  load_start = os.getloadavg()
+  runs = [run_jaxat(weights, x, y, eps, args.batch_size, args.seed) for _ in range(args.repeat)]
+  result = {
+      "benchmark": "AutoAttack standard, L-inf", "eps": args.eps, "n_images": args.n_images,
+      "batch_size": args.batch_size, "seed": args.seed,
+      "reference_threads": args.reference_threads or "torch default",
+      "model": "golden small CNN (conv 3->16, conv/2 16->32, dense 8192->10)",
+      "images": "first N of ../shared/data/cifar10_train_subset.npz",
+      "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+      "date": datetime.datetime.now().isoformat(timespec="seconds"),
+      "machine": describe_machine(), "jaxat": runs[0],
+  }
+  if len(runs) > 1:
+    result["jaxat_warm"] = runs[-1]
+  if args.reference_python:
+    proc = subprocess.run([args.reference_python, os.path.abspath(__file__), "--framework=reference",
+                           f"--n_images={args.n_images}", f"--eps={args.eps}",
+                           f"--batch_size={args.batch_size}", f"--seed={args.seed}",
+                           f"--reference_threads={args.reference_threads}"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(f"the reference run failed:\n{proc.stderr[-3000:]}")
+    result["reference"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["comparison"] = compare(runs[0], result["reference"], args.n_images)
+    if len(runs) > 1:
+      result["comparison_warm"] = compare(runs[-1], result["reference"], args.n_images)
+  result["load_average_start_end"] = [load_start, os.getloadavg()]
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+  summary = {k: result[k] for k in ("comparison",) if k in result}
+  print(json.dumps({"jaxat_seconds": runs[0]["seconds"], "jaxat_accuracy": runs[0]["accuracy"],
+                    **summary, "written": args.output}, indent=2))
+
+
+if __name__ == "__main__":
+  main()

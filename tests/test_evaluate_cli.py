@@ -1,0 +1,74 @@
+"""`python -m jaxat.evaluate` on a tiny trained run: outputs, resuming a stopped
+evaluation, and bad input refused before anything runs. (That a resumed evaluation ends
+exactly where an uninterrupted one does is tested through the API in test_autoattack.py;
+each CLI call costs seconds of start-up and compilation.)"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxat.train.train import train_and_evaluate
+from tiny_runs import run_cli, tiny_config
+
+pytestmark = pytest.mark.slow
+
+ATTACKS = "clean,fgsm,pgd3_es,apgd-ce+square"
+QUICK = ["--attack_settings=apgd-ce.n_iter=10,square.n_queries=30", "--eps=1/4",
+         "--n_examples=24", "--batch_size=24", "--num_buckets=1", "--progress=plain"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("evaluate") / "run"
+  train_and_evaluate(tiny_config("pgd_at"), str(path))
+  return path
+
+
+def evaluate(workdir, *extra):
+  return run_cli(["-m", "jaxat.evaluate", f"--workdir={workdir}", f"--attacks={ATTACKS}",
+                  *QUICK, *extra])
+
+
+def test_a_stopped_evaluation_resumes_and_writes_every_output(workdir):
+  stopped = evaluate(workdir, "--tag=resumed", "--stop_after_seconds=0.001")
+  assert stopped.returncode == 143, stopped.stderr[-3000:]
+  eval_dir = workdir / "eval"
+  assert (eval_dir / "resumed.partial.npz").exists()
+  assert not (eval_dir / "resumed.json").exists()
+
+  resumed = evaluate(workdir, "--tag=resumed")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "continuing the partial evaluation" in resumed.stderr
+  assert not (eval_dir / "resumed.partial.npz").exists()
+
+  with open(eval_dir / "resumed.json") as f:
+    report = json.load(f)
+  accuracy = report["accuracy"]
+  assert set(accuracy) == {"clean", "fgsm", "pgd3_es", "apgd-ce+square"}
+  assert 0 <= accuracy["apgd-ce+square"] <= accuracy["clean"] <= 1
+  assert report["stages"]["apgd-ce+square"]["square"] == accuracy["apgd-ce+square"]
+  assert (report["eps"], report["norm"], report["num_examples"], report["seed"]) == ("1/4", "linf", 24, 0)
+  assert report["attack_settings"]["square"]["n_queries"] == 30
+  assert report["attack_settings"]["apgd-ce"]["n_iter"] == 10
+  assert {"jax", "flax", "numpy", "jaxat"} <= set(report["versions"])
+  assert set(report["seconds"]) >= {"clean", "fgsm", "apgd-ce+square/apgd-ce", "apgd-ce+square/square"}
+  assert report["weights"] == "raw" and report["checkpoint"] == "last" and report["bn_mode"] == "eval"
+
+  with np.load(eval_dir / "resumed.npz") as arrays:
+    assert arrays["correct/clean"].shape == (24,)
+    np.testing.assert_array_equal(arrays["labels"].shape, (24,))
+    assert arrays["x_adv/apgd-ce+square"].shape[0] == 24
+    assert (arrays["x_adv/apgd-ce+square"] >= 0).all() and (arrays["x_adv/apgd-ce+square"] <= 1).all()
+    expected = {**accuracy, "apgd-ce+square/apgd-ce": report["stages"]["apgd-ce+square"]["apgd-ce"]}
+    for name, value in expected.items():
+      assert np.isclose(arrays[f"correct/{name}"].mean(), value)
+  assert "worst case" in resumed.stdout
+
+
+def test_bad_flags_fail_before_evaluating(workdir):
+  proc = run_cli(["-m", "jaxat.evaluate", f"--workdir={workdir}", "--tag=bad", "--attacks=clean,pgd"])
+  assert proc.returncode != 0
+  assert "valid choices" in proc.stderr and "pgd<k>" in proc.stderr
+  assert not os.path.exists(workdir / "eval" / "bad.partial.npz")
