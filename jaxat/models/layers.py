@@ -1,11 +1,15 @@
 """Conv and BatchNorm layers configured to match PyTorch's semantics exactly.
 
+Convolutions use jaxat/models/conv_op.py (same values; an input gradient that stays fast
+inside the attacks' XLA loops).
+
 Must be called inside a Flax `@nn.compact` method (the layer is attached to the
 module that is being set up).
 """
 
 from flax import linen as nn
 
+from jaxat.models.conv_op import conv_general_dilated
 from jaxat.models.initializers import pytorch_default_kernel_init
 
 # PyTorch BatchNorm2d(momentum=0.1) updates running = 0.9 * running + 0.1 * batch;
@@ -22,14 +26,16 @@ def conv3x3(features: int, stride: int, name: str, *, use_bias: bool = False,
   """3x3 conv with PyTorch padding=1 (output size ceil(H / stride)) on NHWC inputs."""
   extra = {} if bias_init is None else {'bias_init': bias_init}
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=_PAD_3X3,
-                 use_bias=use_bias, kernel_init=kernel_init, name=name, **extra)
+                 use_bias=use_bias, kernel_init=kernel_init, name=name,
+                 conv_general_dilated=conv_general_dilated, **extra)
 
 
 def conv1x1(features: int, stride: int, name: str, *,
             kernel_init=pytorch_default_kernel_init) -> nn.Conv:
   """Bias-free 1x1 conv (padding=0), the projection used by residual shortcuts."""
   return nn.Conv(features, (1, 1), strides=(stride, stride), padding='VALID',
-                 use_bias=False, kernel_init=kernel_init, name=name)
+                 use_bias=False, kernel_init=kernel_init, name=name,
+                 conv_general_dilated=conv_general_dilated)
 
 
 def batch_norm(train: bool, name: str) -> nn.BatchNorm:
