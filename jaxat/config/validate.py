@@ -12,7 +12,11 @@ from jaxat.models.forward import validate_bn_mode
 
 SCHEDULES = ("constant", "piecewise", "multistep", "onecycle", "cyclic")
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
-FINAL_ATTACKS = ("clean", "pgd20")
+FINAL_ATTACKS = ("clean", "pgd20")  # computed by the training loop's own evaluator
+# Any other item goes through the evaluation suite (jaxat/eval/robustness.py).
+FINAL_ATTACKS_TEXT = ("clean, pgd20 (the run's eval.step_size), or any item of "
+                      "python -m jaxat.evaluate: fgsm, pgd<k>, cw<k>, apgd-ce, apgd-t, fab-t, "
+                      "square, aa, a+b")
 
 
 def _positive_int(value, field: str) -> None:
@@ -86,10 +90,18 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ValueError(f"eval.step_size must be >= 0, got {e.step_size}")
   validate_bn_mode(e.bn_mode, "eval.bn_mode")
   attacks = [a.strip() for a in e.final_attacks.split(",") if a.strip()]
-  bad = [a for a in attacks if a not in FINAL_ATTACKS]
-  if bad or not attacks:
-    raise ValueError(f"eval.final_attacks has unknown entries {bad or attacks}; valid choices: "
-                     f"{', '.join(FINAL_ATTACKS)}")
+  if not attacks:
+    raise ValueError(f"eval.final_attacks is empty; valid choices: {FINAL_ATTACKS_TEXT}")
+  from jaxat.attacks import registry  # Imported on use: the attack modules are large.
+  for item in attacks:
+    if item in FINAL_ATTACKS:
+      continue
+    try:
+      for member in registry.ensemble_members(item):
+        registry.attack_spec(member)
+    except ValueError as error:
+      raise ValueError(f"eval.final_attacks has an unknown entry {item!r} ({error}); valid "
+                       f"choices: {FINAL_ATTACKS_TEXT}") from None
   _positive_int(c.checkpoint.keep, "checkpoint.keep")
   if c.log.progress not in PROGRESS_MODES:
     raise ValueError(f"unknown log.progress {c.log.progress!r}; valid choices: {', '.join(PROGRESS_MODES)}")

@@ -89,6 +89,8 @@ def _epoch_record(exp: Experiment, epoch: int, step: int, sums: dict, seconds: f
     if name not in (COUNT, FIRST_NONFINITE):
       record[name] = float(total) / count
   record["images_per_sec"] = steps_run * exp.ctx.batch_size / seconds if seconds > 0 and steps_run else None
+  # Training seconds of the epoch's steps (compilation and evaluation excluded).
+  record["train_seconds"] = seconds if steps_run else None
   return record
 
 
@@ -118,11 +120,29 @@ def _weights(state: TrainState, which: str):
   return state.params, state.batch_stats
 
 
+def _suite_accuracy(exp: Experiment, params, batch_stats, items: list[str],
+                    seed: int) -> dict[str, float]:
+  """Test accuracy under the evaluation-suite items (cw20, aa, ...) of eval.final_attacks:
+  {'<item>_acc': fraction}, at eval.eps (L-inf) with eval.bn_mode, the suite's default
+  settings (AutoAttack's for aa) and the run's seed."""
+  from jaxat.eval import robustness  # Imported on use: most runs report clean/PGD-20 only.
+  e = exp.config.eval
+  classifier = robustness.jaxat_classifier(exp.model, params, batch_stats,
+                                           "eval" if e.bn_mode == "eval" else "batch_stats")
+  report = robustness.evaluate_robustness(
+      classifier, robustness.as_images(exp.test.images), np.asarray(exp.test.labels),
+      attacks=items, eps=float(e.eps), batch_size=exp.config.eval_batch_size, seed=seed)
+  for warning in report.warnings:
+    logging.warning("final evaluation: %s", warning)
+  return {f"{item}_acc": report.accuracy[item] for item in items}
+
+
 def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
                   best: TrainState | None, best_meta: dict | None) -> dict[str, Any]:
   seed = exp.config.seed
   attacks = [a.strip() for a in exp.config.eval.final_attacks.split(",") if a.strip()]
   weight_kinds = ["raw"] + (["ema"] if exp.config.ema.decay > 0 else [])
+  suite_items = [a for a in attacks if a not in ("clean", "pgd20")]
 
   def evaluate(state: TrainState) -> dict[str, dict[str, float]]:
     out = {}
@@ -133,6 +153,8 @@ def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
       out[kind] = {"clean_acc": r["clean_acc"]}
       if "pgd20" in attacks:
         out[kind]["pgd20_acc"] = r["pgd_acc"]
+      if suite_items:
+        out[kind].update(_suite_accuracy(exp, params, batch_stats, suite_items, seed))
     return out
 
   reported = "ema" if "ema" in weight_kinds else "raw"

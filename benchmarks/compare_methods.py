@@ -1,0 +1,163 @@
+"""Every registered method with the same model, data and budget, over several seeds.
+
+  python benchmarks/compare_methods.py --preset=digits --seeds=0,1,2 \
+      [--methods=standard,pgd_at,...] [--num_epochs=N] [--model=small_cnn] \
+      [--channels=32,64] [--aa_examples=N] [--root=runs/compare] [--output=...]
+
+For each method and seed this runs `python -m jaxat.main --config=configs/<method>.py:<preset>`
+with the same model (`--model`, `--channels`), number of epochs and batch size, so only
+the method (its loss, attack and optimiser recipe) differs; then
+`python -m jaxat.evaluate --attacks=clean,pgd20,aa` on the first `--aa_examples` test
+images of the last checkpoint (raw weights, the preset's eval.eps). Writes per run and as
+mean ± std over seeds: clean, PGD-20 and AutoAttack accuracy, seconds per training epoch
+(from metrics.jsonl, compilation excluded, evaluation excluded) and the AA seconds, as
+JSON with the machine described (default benchmarks/results/compare_methods_<preset>.json),
+plus a Markdown table on stdout. Finished runs and evaluations are reused when the script
+is rerun with the same --root (runs resume, evaluations are skipped when their JSON exists).
+
+HAT trains its standard helper first (in <run>/helper), as `configs/hat.py` does; its
+seconds per epoch count the HAT epochs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from machine import describe_machine  # noqa: E402
+
+DEFAULT_METHODS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat", "uiat_oneoff",
+                   "iat")
+
+
+def run(command: list[str], log_path: str) -> None:
+  print("$", " ".join(command), flush=True)
+  with open(log_path, "a") as log:
+    proc = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(command)} failed with status {proc.returncode}; see {log_path}")
+
+
+def seconds_per_epoch(workdir: str) -> float:
+  """Median over epochs of the training seconds of an epoch (metrics.jsonl's
+  train_seconds: compilation and evaluation excluded)."""
+  values = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("train_seconds"):
+        values.append(float(row["train_seconds"]))
+  if not values:
+    raise ValueError(f"{workdir}/metrics.jsonl has no epoch timing")
+  return statistics.median(values)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+  return {"mean": statistics.fmean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="digits", help="dataset token of the configs")
+  parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--num_epochs", type=int, default=0, help="0 = the preset's")
+  parser.add_argument("--batch_size", type=int, default=0, help="0 = the preset's")
+  parser.add_argument("--model", default="small_cnn")
+  parser.add_argument("--channels", default="", help="small_cnn channels, e.g. 32,64")
+  parser.add_argument("--aa_examples", type=int, default=0, help="0 = the whole test split")
+  parser.add_argument("--eval_batch_size", type=int, default=500)
+  parser.add_argument("--extra", default="", help="more --config.* overrides, space separated")
+  parser.add_argument("--root", default=os.path.join(REPO_ROOT, "runs", "compare"))
+  parser.add_argument("--output", default="")
+  args = parser.parse_args()
+
+  methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+  seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+  for method in methods:
+    if not os.path.exists(os.path.join(REPO_ROOT, "configs", f"{method}.py")):
+      raise ValueError(f"no configs/{method}.py; valid choices: {', '.join(DEFAULT_METHODS)}")
+  output = args.output or os.path.join(HERE, "results", f"compare_methods_{args.preset}.json")
+  os.makedirs(args.root, exist_ok=True)
+
+  overrides = [f"--config.model.name={args.model}", "--config.log.progress=plain",
+               "--config.eval.final_attacks=clean,pgd20"]
+  if args.channels:
+    overrides.append(f"--config.model.channels=({args.channels})")
+  if args.num_epochs:
+    overrides.append(f"--config.num_epochs={args.num_epochs}")
+  if args.batch_size:
+    overrides.append(f"--config.batch_size={args.batch_size}")
+  overrides += args.extra.split()
+
+  runs = []
+  started = time.time()
+  for method in methods:
+    for seed in seeds:
+      workdir = os.path.join(args.root, f"{args.preset}_{method}_seed{seed}")
+      log_path = workdir + ".log"
+      if not os.path.exists(os.path.join(workdir, "results.json")):
+        run([sys.executable, "-m", "jaxat.main", f"--config=configs/{method}.py:{args.preset}",
+             f"--workdir={workdir}", f"--config.seed={seed}", *overrides], log_path)
+      eval_json = os.path.join(workdir, "eval", "compare.json")
+      if not os.path.exists(eval_json):
+        run([sys.executable, "-m", "jaxat.evaluate", f"--workdir={workdir}",
+             "--attacks=clean,pgd20,aa", f"--n_examples={args.aa_examples}", "--weights=raw",
+             f"--batch_size={args.eval_batch_size}", "--tag=compare", "--progress=plain",
+             f"--seed={seed}"], log_path)
+      with open(eval_json) as f:
+        evaluation = json.load(f)
+      with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+      accuracy = evaluation["accuracy"]
+      runs.append({"method": method, "seed": seed, "workdir": workdir,
+                   "clean": accuracy["clean"], "pgd20": accuracy["pgd20"], "aa": accuracy["aa"],
+                   "seconds_per_epoch": seconds_per_epoch(workdir),
+                   "aa_seconds": sum(v for k, v in evaluation["seconds"].items()
+                                     if k.startswith("aa/")),
+                   "num_examples": evaluation["num_examples"], "eps": evaluation["eps"],
+                   "num_epochs": config["num_epochs"], "model": config["model"]})
+      print(f"{method} seed {seed}: clean {accuracy['clean']:.4f} pgd20 {accuracy['pgd20']:.4f} "
+            f"aa {accuracy['aa']:.4f}", flush=True)
+
+  summary = {}
+  for method in methods:
+    rows = [r for r in runs if r["method"] == method]
+    summary[method] = {key: mean_std([r[key] for r in rows])
+                       for key in ("clean", "pgd20", "aa", "seconds_per_epoch")}
+  payload = {"benchmark": "compare_methods", "preset": args.preset, "seeds": seeds,
+             "methods": methods, "overrides": overrides,
+             "command": " ".join(["python"] + sys.argv),
+             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+             "wall_seconds": time.time() - started, "machine": describe_machine(),
+             "summary": summary, "runs": runs}
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  with open(output, "w") as f:
+    json.dump(payload, f, indent=2)
+
+  first = runs[0]
+  print(f"\n{args.preset}, {first['model']['name']}, {first['num_epochs']} epochs, eps "
+        f"{first['eps']}, {first['num_examples']} test images, seeds {seeds} (mean ± std, %)\n")
+  print("| method | clean | PGD-20 | AA | s/epoch |")
+  print("|---|---|---|---|---|")
+  for method in methods:
+    s = summary[method]
+    cells = [f"{100 * s[k]['mean']:.2f} ± {100 * s[k]['std']:.2f}" for k in ("clean", "pgd20", "aa")]
+    cells.append(f"{s['seconds_per_epoch']['mean']:.2f}")
+    print(f"| {method} | " + " | ".join(cells) + " |")
+  print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+  main()
