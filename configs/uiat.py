@@ -22,7 +22,7 @@ Table 6 ablation (CIFAR-10, nat / PGD-20 / AA), each row one set of overrides:
 Measured on digits (30 epochs, eps 32/255, one seed): 98.3% clean / 77.2% PGD-20
 (pgd_at on the same preset: 98.3 / 75.6).
 
-  python -m jaxat.main --config=configs/uiat.py        # digits: 1-2 minutes on two CPU cores
+  python -m jaxat.main --config=configs/uiat.py        # digits: about 30 s on two CPU cores
   python -m jaxat.main --config=configs/uiat.py:cifar10 --workdir=runs/uiat_c10 \
       --config.dataset.data_dir=/path/to/cifar
 """

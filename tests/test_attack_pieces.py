@@ -5,7 +5,6 @@ analytic L-inf optimum of an affine classifier."""
 import functools
 
 import hypothesis
-import functools
 
 import hypothesis.strategies as st
 import jax

@@ -5,15 +5,11 @@ These run `python -m jaxat.main` (or a short script) in subprocesses, as a user 
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 
-import numpy as np
 import pytest
 
-from tiny_runs import REPO_ROOT, run_cli
+from tiny_runs import run_cli, run_until_sigterm
 
 pytestmark = pytest.mark.slow
 
@@ -63,15 +59,9 @@ def _long_enough_run(workdir):
 def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_an_uninterrupted_run(tmp_path):
   interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen([sys.executable, *_long_enough_run(interrupted)], cwd=REPO_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   # The handler is installed before compilation; signal once training has compiled.
-  for line in proc.stderr:
-    if "compiled the training step" in line:
-      proc.send_signal(signal.SIGTERM)
-      break
-  _, stderr = proc.communicate(timeout=300)
-  assert proc.returncode == 143, stderr[-3000:]
+  returncode, stderr = run_until_sigterm(_long_enough_run(interrupted), env)
+  assert returncode == 143, stderr[-3000:]
   assert "rerun the same command to resume" in stderr
   saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
   assert saved and max(saved) < 6 * (256 // 16)

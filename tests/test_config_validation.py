@@ -1,6 +1,5 @@
 """Configs: every preset loads and validates; bad input fails early with a clear message."""
 
-import os
 
 import pytest
 

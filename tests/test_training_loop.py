@@ -3,11 +3,8 @@
 import json
 import os
 
-import jax
-import numpy as np
 import pytest
 
-from jaxat.train import checkpoint as checkpoint_lib
 from jaxat.train.train import NonFiniteLossError, train_and_evaluate
 from tiny_runs import tiny_config
 

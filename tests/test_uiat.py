@@ -13,10 +13,9 @@ from jaxat.methods.pgd_at import PGDAT
 from jaxat.methods.registry import get_method_class
 from jaxat.methods.uiat import IAT, UIAT, UIATOneOff, oneoff_phase, phase_epoch
 from jaxat.models.forward import ModelFn
-from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,
-                                    put_train_data)
-from jaxat.train.step import FIRST_NONFINITE, init_sums, make_train_step, metric_shapes
-from tiny_runs import load_config, tiny_config
+from jaxat.train.experiment import build_experiment, epoch_permutation_fn
+from jaxat.train.step import FIRST_NONFINITE
+from tiny_runs import load_config, tiny_config, train_all_epochs
 
 NUM_CLASSES, SHAPE, NUM_TRAIN = 3, (2, 2, 1), 7
 
@@ -357,21 +356,6 @@ def _seen(exp, epoch):
   return permutation[:exp.ctx.steps_per_epoch * exp.ctx.batch_size]
 
 
-def _train(config):
-  """The engine's compiled step over every epoch (no evaluation, no checkpoints)."""
-  exp = build_experiment(config)
-  state = init_state(exp)
-  images, labels = put_train_data(exp)
-  permutation_of = epoch_permutation_fn(exp)
-  step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
-  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)))
-  for epoch in range(exp.ctx.num_epochs):
-    permutation = permutation_of(epoch)
-    for _ in range(exp.ctx.steps_per_epoch):
-      state, sums = step(state, sums, images, labels, permutation)
-  return exp, state, jax.device_get(sums)
-
-
 @pytest.mark.parametrize("name, overrides", [
     ("uiat", {"method.momentum_start": 0.5}),
     ("uiat_oneoff", {"method.oneoff_start": 0.5}),
@@ -381,7 +365,7 @@ def test_training_keeps_the_buffers_indexed_by_dataset_index(name, overrides):
   # 128 examples in batches of 48: 32 are dropped each epoch, with crop augmentation.
   config = tiny_config(name, **{"num_epochs": 4, "batch_size": 48, "augment.crop_padding": 1,
                                 "method.attack.num_steps": 2, **overrides})
-  exp, state, sums = _train(config)
+  exp, state, sums = train_all_epochs(config)
   assert sums[FIRST_NONFINITE] == -1 and np.isfinite(sums["kl"]) and sums["kl"] >= 0
   method_state = jax.device_get(state.method_state)
   if name == "iat":

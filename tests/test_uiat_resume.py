@@ -5,7 +5,6 @@ and two devices. (The generic SIGTERM test of the engine is test_cli_and_preempt
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxat.train.restore import load_trained_model
-from tiny_runs import REPO_ROOT, run_cli
+from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +33,8 @@ def test_sigterm_resume_keeps_universal_perturbations_and_momentum_buffers(tmp_p
   env = dict(os.environ, **FAST_COMPILE)
   uninterrupted = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  proc = subprocess.Popen([sys.executable, *ARGS, f"--workdir={interrupted}"], cwd=REPO_ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  for line in proc.stderr:
-    if "compiled the training step" in line:
-      proc.send_signal(signal.SIGTERM)
-      break
-  _, stderr = proc.communicate(timeout=300)
-  assert proc.returncode == 143, stderr[-3000:]
+  returncode, stderr = run_until_sigterm([*ARGS, f"--workdir={interrupted}"], env)
+  assert returncode == 143, stderr[-3000:]
   saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
   assert saved and max(saved) < TOTAL_STEPS
   resumed = run_cli([*ARGS, f"--workdir={interrupted}"], env_extra=FAST_COMPILE)
@@ -68,23 +61,13 @@ TWO_DEVICES = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
     import jax, numpy as np
-    from tiny_runs import tiny_config
-    from jaxat.train.experiment import build_experiment, init_state, put_train_data, epoch_permutation_fn
-    from jaxat.train.step import make_train_step, init_sums, metric_shapes
+    from tiny_runs import tiny_config, train_all_epochs
     assert jax.device_count() == 2, jax.devices()
     out = {}
     for n in (1, 2):
         config = tiny_config("uiat", **{"num_devices": n, "num_epochs": 2, "batch_size": 48,
                                         "method.attack.num_steps": 2, "method.momentum_start": 0.5})
-        exp = build_experiment(config)
-        state = init_state(exp)
-        images, labels = put_train_data(exp)
-        permutation_of = epoch_permutation_fn(exp)
-        step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
-        sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)))
-        for epoch in range(2):
-            for _ in range(exp.ctx.steps_per_epoch):
-                state, sums = step(state, sums, images, labels, permutation_of(epoch))
+        _, state, _ = train_all_epochs(config)
         out[n] = jax.device_get(state.method_state)
     a, b = out[1], out[2]
     print(json.dumps({

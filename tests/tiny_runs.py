@@ -39,3 +39,37 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
   env.update(env_extra or {})
   return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
                         text=True, timeout=timeout)
+
+
+def run_until_sigterm(args: list[str], env: dict) -> tuple[int, str]:
+  """Starts `python <args>`, sends SIGTERM once the training step has compiled (the handler
+  is installed before compilation) and returns (exit status, stderr)."""
+  import signal
+  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:
+    if "compiled the training step" in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  _, stderr = proc.communicate(timeout=300)
+  return proc.returncode, stderr
+
+
+def train_all_epochs(config: ml_collections.ConfigDict):
+  """The engine's compiled step over every epoch (no evaluation, no checkpoints); returns
+  (experiment, final state, metric sums on the host)."""
+  import jax
+  from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,
+                                      put_train_data)
+  from jaxat.train.step import init_sums, make_train_step, metric_shapes
+  exp = build_experiment(config)
+  state = init_state(exp)
+  images, labels = put_train_data(exp)
+  permutation_of = epoch_permutation_fn(exp)
+  step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)))
+  for epoch in range(exp.ctx.num_epochs):
+    permutation = permutation_of(epoch)
+    for _ in range(exp.ctx.steps_per_epoch):
+      state, sums = step(state, sums, images, labels, permutation)
+  return exp, state, jax.device_get(sums)

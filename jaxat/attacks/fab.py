@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxat.attacks.fab_projections import project_hyperplane
+from jaxat.attacks.inputs import validate_batch
 from jaxat.attacks.projections import NORMS
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -133,14 +134,7 @@ def _single_run(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, targets: j
 
 def _validate(x, y, *, eps, norm, n_target_classes, n_iter, n_restarts, alpha_max, eta, beta,
               active, targets) -> None:
-  if norm not in NORMS:
-    raise ValueError(f"norm={norm!r} is invalid; valid choices: {NORMS}")
-  if x.ndim != 4:
-    raise ValueError(f"x must be an NHWC batch (B,H,W,C), got shape {x.shape}")
-  if y.shape != (x.shape[0],):
-    raise ValueError(f"y must have shape ({x.shape[0]},), got {y.shape}")
-  if isinstance(eps, (int, float)) and not eps >= 0:
-    raise ValueError(f"eps={eps} is invalid; valid choices: >= 0 in [0,1] pixel units")
+  validate_batch(x, y, eps=eps, norm=norm, norms=NORMS)
   if n_iter < 1:
     raise ValueError(f"n_iter={n_iter} is invalid; valid choices: integers >= 1")
   if n_restarts < 1:

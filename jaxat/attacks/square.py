@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxat.attacks import losses
 from jaxat.attacks.budget import per_example
+from jaxat.attacks.inputs import validate_batch
 from jaxat.attacks.projections import NORMS, l2_norm
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -371,14 +372,7 @@ def l2_candidate(x: jax.Array, x_best: jax.Array, eps, window: jax.Array, window
 
 def _validate(x, y, *, eps, norm, n_queries, p_init, active, draws,
               rescale_schedule) -> None:
-  if norm not in NORMS:
-    raise ValueError(f"norm={norm!r} is invalid; valid choices: {NORMS}")
-  if x.ndim != 4:
-    raise ValueError(f"x must be an NHWC batch (B,H,W,C), got shape {x.shape}")
-  if y.shape != (x.shape[0],):
-    raise ValueError(f"y must have shape ({x.shape[0]},), got {y.shape}")
-  if isinstance(eps, (int, float)) and not eps >= 0:
-    raise ValueError(f"eps={eps} is invalid; valid choices: >= 0 in [0,1] pixel units")
+  validate_batch(x, y, eps=eps, norm=norm, norms=NORMS)
   if not isinstance(n_queries, int) or n_queries < 0:
     raise ValueError(f"n_queries={n_queries!r} is invalid; valid choices: integers >= 0")
   if not 0.0 < p_init <= 1.0:
