@@ -80,3 +80,13 @@ def test_kl_gradients_stay_finite_when_a_target_probability_underflows():
   # KL((0, 1, 0) || softmax(1, 2, 3)) = -log softmax(1, 2, 3)_1.
   np.testing.assert_allclose(losses.kl_batchmean(target, logits),
                              -float(jax.nn.log_softmax(logits)[0, 1]), rtol=1e-6)
+
+
+def test_kl_from_probabilities_has_finite_gradients_at_zero_target_mass():
+  from jaxat.attacks import losses as attack_losses
+  target = jnp.array([[0.0, 1.0, 0.0]])
+  logits = jnp.array([[1.0, 2.0, 3.0]])
+  kl = lambda p, z: jnp.sum(attack_losses.kl_divergence_from_probs(p, z))
+  target_grad, logits_grad = jax.grad(kl, argnums=(0, 1))(target, logits)
+  assert np.all(np.isfinite(target_grad)) and np.all(np.isfinite(logits_grad))
+  np.testing.assert_allclose(kl(target, logits), -float(jax.nn.log_softmax(logits)[0, 1]), rtol=1e-6)

@@ -90,8 +90,11 @@ def kl_divergence(target_logits: jax.Array, logits: jax.Array) -> jax.Array:
 def kl_divergence_from_probs(target_probs: jax.Array, logits: jax.Array) -> jax.Array:
   """KL(p || softmax(logits)) per example for a given probability target p, shape (B,)."""
   log_q = jax.nn.log_softmax(logits, axis=-1)
-  # xlogy gives 0*log 0 = 0 for classes with zero target mass.
-  return jnp.sum(jax.scipy.special.xlogy(target_probs, target_probs) - target_probs * log_q, axis=-1)
+  # p·log p with 0·log 0 = 0 and a zero (not NaN, as xlogy's) gradient where p = 0, so a
+  # target differentiated through (UIAT's target_gradient) stays finite when p underflows.
+  positive = target_probs > 0
+  p_log_p = jnp.where(positive, target_probs * jnp.log(jnp.where(positive, target_probs, 1.0)), 0.0)
+  return jnp.sum(p_log_p - target_probs * log_q, axis=-1)
 
 
 def trades_kl(clean_logits: jax.Array, adv_logits: jax.Array) -> jax.Array:

@@ -92,16 +92,14 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   attacks = [a.strip() for a in e.final_attacks.split(",") if a.strip()]
   if not attacks:
     raise ValueError(f"eval.final_attacks is empty; valid choices: {FINAL_ATTACKS_TEXT}")
-  from jaxat.attacks import registry  # Imported on use: the attack modules are large.
-  for item in attacks:
-    if item in FINAL_ATTACKS:
-      continue
+  suite_items = [a for a in attacks if a not in FINAL_ATTACKS]
+  if suite_items:
+    from jaxat.eval.robustness import parse_items  # Imported on use: the attacks are large.
     try:
-      for member in registry.ensemble_members(item):
-        registry.attack_spec(member)
+      parse_items(suite_items)
     except ValueError as error:
-      raise ValueError(f"eval.final_attacks has an unknown entry {item!r} ({error}); valid "
-                       f"choices: {FINAL_ATTACKS_TEXT}") from None
+      raise ValueError(f"eval.final_attacks {e.final_attacks!r}: {error}; valid choices: "
+                       f"{FINAL_ATTACKS_TEXT}") from None
   _positive_int(c.checkpoint.keep, "checkpoint.keep")
   if c.log.progress not in PROGRESS_MODES:
     raise ValueError(f"unknown log.progress {c.log.progress!r}; valid choices: {', '.join(PROGRESS_MODES)}")

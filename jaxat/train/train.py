@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting
 from jaxat.train.checkpoint import Checkpointer
@@ -141,7 +142,7 @@ def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
   seed = exp.config.seed
   attacks = [a.strip() for a in exp.config.eval.final_attacks.split(",") if a.strip()]
   weight_kinds = ["raw"] + (["ema"] if exp.config.ema.decay > 0 else [])
-  suite_items = [a for a in attacks if a not in ("clean", "pgd20")]
+  suite_items = [a for a in attacks if a not in FINAL_ATTACKS]
 
   def evaluate(state: TrainState) -> dict[str, dict[str, float]]:
     out = {}
