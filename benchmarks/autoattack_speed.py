@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -218,7 +219,7 @@ def main() -> None:
       "reference_threads": args.reference_threads or "torch default",
       "model": "golden small CNN (conv 3->16, conv/2 16->32, dense 8192->10)",
       "images": "first N of ../shared/data/cifar10_train_subset.npz",
-      "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+      "command": shlex.join([os.path.basename(sys.executable)] + sys.argv),
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "machine": describe_machine(), "jaxat": runs[0],
   }

@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def main() -> None:
                        for key in ("clean", "pgd20", "aa", "seconds_per_epoch")}
   payload = {"benchmark": "compare_methods", "preset": args.preset, "seeds": seeds,
              "methods": methods, "overrides": overrides,
-             "command": " ".join(["python"] + sys.argv),
+             "command": shlex.join(["python"] + sys.argv),
              "date": datetime.datetime.now().isoformat(timespec="seconds"),
              "wall_seconds": time.time() - started, "machine": describe_machine(),
              "summary": summary, "runs": runs}

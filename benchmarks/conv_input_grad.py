@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -82,7 +83,7 @@ def main() -> None:
     print(f"{name}: fori_loop {in_loop:.2f} s, python loop {from_python:.2f} s")
   results["speedup_fori_loop"] = results["lax"]["seconds_fori_loop"] / results["jaxat"]["seconds_fori_loop"]
   payload = {"benchmark": "PGD-style input-gradient loop, small CNN", "batch_size": args.batch_size,
-             "steps": args.steps, "command": " ".join(["python"] + sys.argv),
+             "steps": args.steps, "command": shlex.join(["python"] + sys.argv),
              "date": datetime.datetime.now().isoformat(timespec="seconds"),
              "machine": describe_machine(), "results": results,
              "load_average": list(os.getloadavg())}

@@ -22,6 +22,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -144,7 +145,7 @@ def main():
   payload = {
       "benchmark": "throughput",
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+      "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
       "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
       "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch,
       "machine": describe_machine(), "jaxat": results, "torch": torch_result,
