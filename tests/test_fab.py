@@ -136,6 +136,33 @@ def test_linf_projection_matches_linprog():
       np.testing.assert_allclose(np.abs(delta[row]).max(), result.fun, rtol=1e-5, atol=1e-6)
 
 
+def test_linf_projection_on_image_sized_rows_with_ties():
+  """8-bit images tie on most breakpoints; CIFAR rows have 3072 coordinates."""
+  rng = np.random.default_rng(3)
+  num, dim = 12, 3072
+  t = (rng.integers(0, 256, (num, dim)) / 255).astype(np.float32)
+  w = (rng.normal(size=(num, dim)) * rng.choice([1e-4, 1.0, 1e3], size=(num, 1))).astype(np.float32)
+  w[rng.uniform(size=w.shape) < 0.1] = 0.0
+  # Planes below <w, t> by a fraction of the largest reachable drop: from no move through
+  # near-corner moves to unreachable.
+  reach = np.sum(np.abs(w) * np.where(w >= 0, t, 1 - t), axis=1)
+  fraction = np.array([0.0, 1e-6, 1e-3, 0.05, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 1.5, 3.0])
+  b = (np.sum(w * t, axis=1) - fraction * reach).astype(np.float32)
+  delta = np.asarray(jax.jit(project_linf_hyperplane)(t, w, b), np.float64)
+  corners = box_corner_move(t, w, b)
+  for row in range(num):
+    expected = bisection_projection(t[row], w[row], b[row], "linf")
+    if expected is None:
+      assert fraction[row] > 1
+      np.testing.assert_allclose(delta[row], corners[row], atol=1e-6)
+      continue
+    moved = t[row] + delta[row]
+    assert np.all(moved >= -1e-6) and np.all(moved <= 1 + 1e-6)
+    np.testing.assert_allclose(np.abs(delta[row]).max(), np.abs(expected).max(),
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(delta[row], expected, atol=1e-5)
+
+
 def test_projection_degenerate_rows():
   t = np.array([[0.2, 0.5, 0.9, 0.0],     # already on the plane: no move
                 [0.2, 0.5, 0.9, 1.0],     # w = 0: no move, whatever b
