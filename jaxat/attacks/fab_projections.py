@@ -68,7 +68,6 @@ def _smallest_value_where_above(curve, target: jax.Array, upper: jax.Array) -> j
   """
   upper_bits = jax.lax.bitcast_convert_type(upper.astype(jnp.float32), jnp.int32)
   lower_bits = jnp.zeros_like(upper_bits)
-  num_steps = max(int(upper_bits.dtype.itemsize * 8 - 1), 1)
 
   def halve(_, bounds):
     lower_bits, upper_bits = bounds
@@ -76,7 +75,7 @@ def _smallest_value_where_above(curve, target: jax.Array, upper: jax.Array) -> j
     above = curve(jax.lax.bitcast_convert_type(middle, jnp.float32)) > target
     return jnp.where(above, lower_bits, middle), jnp.where(above, middle, upper_bits)
 
-  _, upper_bits = jax.lax.fori_loop(0, num_steps, halve, (lower_bits, upper_bits))
+  _, upper_bits = jax.lax.fori_loop(0, 31, halve, (lower_bits, upper_bits))
   return jax.lax.bitcast_convert_type(upper_bits, jnp.float32)
 
 
@@ -100,9 +99,10 @@ def project_linf_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> ja
   the same lambda up to float rounding in the sums (their order differs).
   """
   t = points
-  sign = jnp.where(jnp.sum(w * t, axis=1) - b >= 0, 1.0, -1.0).astype(w.dtype)
+  signed_gap = jnp.sum(w * t, axis=1) - b
+  sign = jnp.where(signed_gap >= 0, 1.0, -1.0).astype(w.dtype)
   w = w * sign[:, None]
-  c = (jnp.sum(w * t, axis=1) - b * sign)          # >= 0 after the flip
+  c = signed_gap * sign                           # <w, t> - b >= 0 after the flip
 
   toward_one = (w < 0).astype(w.dtype)           # the face that lowers <w,.> is 1
   nonzero = (w != 0).astype(w.dtype)
