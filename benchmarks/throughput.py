@@ -38,6 +38,7 @@ from jaxat.methods.registry import method_names  # noqa: E402
 from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
                                     put_train_data)
 from jaxat.train.step import init_sums, make_train_step, metric_shapes  # noqa: E402
+from jaxat.train.train import finish_prerequisites  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR10_TRAIN_SIZE = 50000
@@ -70,11 +71,11 @@ def benchmark_config(method: str, args):
 def measure(method: str, args) -> dict:
   config = benchmark_config(method, args)
   exp = build_experiment(config)
-  exp.method.setup(config, os.path.join("/tmp", f"jaxat_benchmark_{method}"))
+  finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{method}"))
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
-  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
   sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
                         state.step.sharding)
   if args.at_epoch:

@@ -1,9 +1,15 @@
-r"""AWP (Wu et al. 2020): adversarial weight perturbation over PGD-AT (AT-AWP) or TRADES.
+r"""AWP (Wu et al. 2020): adversarial weight perturbation over any training method.
 
 Presets (`--config=configs/awp.py:<args>`): digits (default), synthetic, cifar10,
-cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds, and `trades`
-for TRADES-AWP (default: `pgd_at`, AT-AWP). The base method is chosen here because its
+cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds, and a base
+method token: `pgd_at` (default, AT-AWP), `trades` (TRADES-AWP), or any other method with
+a config file (`uiat`, `mart`, `hat`, ...). The base method is chosen here because its
 fields (e.g. `method.beta`) differ; the AWP fields are `method.weight_perturbation.*`.
+A base other than pgd_at/trades keeps the recipe of its own config file
+(configs/<base>.py with the same dataset and modifiers) and gets the AWP values of its
+family (jaxat/methods/awp.py, AWP_FAMILY): e.g. `configs/awp.py:cifar10,uiat` is UIAT's
+paper recipe with gamma 0.01, proxy lr 0.01, no warm-up — a combination no published code
+runs.
 
 AT-AWP (csdongxian/AWP AT_AWP/train_cifar10.py, methods.md §9.4): the Rice PGD-AT recipe
 of configs/pgd_at.py — PreAct ResNet-18 with the final BN+ReLU, CIFAR normalisation inside
@@ -37,8 +43,32 @@ paper's own tables are not given in the spec.
   python -m jaxat.main --config=configs/awp.py:digits --workdir=runs/awp_digits
 """
 
+import importlib.util
+import os
+
 from jaxat.config import base, presets
 from jaxat.methods.awp import AWP, BASES
+
+OFFICIAL_BASES = ("pgd_at", "trades")
+
+
+def _base_config_module(name: str):
+  """configs/<name>.py, loaded by path (config files are not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"jaxat_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def wrapped_base_config(base_method: str, dataset: str, modifiers: set[str]):
+  """The base method's own config file with AWP wrapped around its method sub-config."""
+  arg = ",".join([dataset, *sorted(m for m in modifiers if m not in BASES)])
+  c = _base_config_module(base_method).get_config(arg)
+  with c.unlocked():
+    c.method = AWP.wrap_config(c.method)
+  c.lock()
+  return c
 
 
 def apply_trades_awp_recipe(c, dataset: str) -> None:
@@ -64,6 +94,8 @@ def get_config(arg=None):
     raise ValueError(f"config arg names several AWP base methods {bases}; give at most one of "
                      f"{', '.join(BASES)}")
   base_method = bases[0] if bases else "pgd_at"
+  if base_method not in OFFICIAL_BASES:
+    return wrapped_base_config(base_method, dataset, modifiers)
   c = base.base_config("awp")
   c.method = AWP.default_config(base_method)
   presets.apply_dataset(c, dataset)

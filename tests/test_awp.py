@@ -11,7 +11,7 @@ import pytest
 
 from jaxat.methods.awp import (AWP, adversarial_weight_perturbation, proxy_ascent,
                                relative_perturbation, weight_perturbation_config)
-from jaxat.methods.base import Batch, Method, StepContext
+from jaxat.methods.base import Batch, Method, StepContext, epoch_start_info
 from jaxat.methods.pgd_at import PGDAT
 from jaxat.models.forward import ModelFn
 from jaxat.models.small_cnn import SmallCNN
@@ -81,13 +81,13 @@ class _FixedPerturbation(Method):
   def default_config(cls):
     return ml_collections.ConfigDict({"name": cls.name})
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     return {}, batch_stats, method_state, {}
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     return jnp.sum(params["w"]), (batch_stats, {})
 
-  def weight_perturbation(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def weight_perturbation(self, ctx, params, batch_stats, batch, prepared, key, info):
     return {"w": jnp.array([1.0, 0.0])}
 
 
@@ -113,7 +113,7 @@ def test_engine_steps_at_the_perturbed_weights_and_restores_exactly():
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
                      opt_state=tx.init(params), ema_params={}, ema_batch_stats={}, method_state={})
   step_fn = build_step_fn(_FixedPerturbation(_FixedPerturbation.default_config()), ctx, tx,
-                          engine_config(), sharding.make_mesh(1))
+                          engine_config(), sharding.make_mesh(1), optax.constant_schedule(0.5))
   new_state, _ = jax.jit(step_fn)(state, *tiny_data())
   np.testing.assert_array_equal(new_state.params["w"], [1.5, 1.75])
   # Without the perturbation the decay would act on (3, 3): (3 - 0.5·2.5, ...) = (1.75, 1.75).
@@ -130,7 +130,8 @@ def tiny_cnn_run(method, seed=0):
   params, batch_stats = variables["params"], variables["batch_stats"]
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                      opt_state=tx.init(params), ema_params={}, ema_batch_stats={}, method_state={})
-  step_fn = build_step_fn(method, ctx, tx, engine_config(seed), sharding.make_mesh(1))
+  step_fn = build_step_fn(method, ctx, tx, engine_config(seed), sharding.make_mesh(1),
+                          optax.constant_schedule(0.1))
   new_state, _ = jax.jit(step_fn)(state, *tiny_data())
   return state, new_state, ctx, tx
 
@@ -152,14 +153,14 @@ def test_awp_step_by_hand_on_a_tiny_cnn():
   batch = Batch(images[:4].astype(jnp.float32) / 255.0, labels[:4], jnp.arange(4, dtype=jnp.int32))
   _, key_prepare, key_perturb, key_loss = jax.random.split(
       jax.random.fold_in(keys.stream(0, keys.STEP), 0), 4)
-  epoch = jnp.int32(0)
+  info = epoch_start_info(0, ctx)
 
   @jax.jit
   def by_hand(params, batch_stats, opt_state):
-    prepared, stats, _, _ = method.prepare(ctx, params, batch_stats, {}, batch, key_prepare, epoch)
-    v = method.weight_perturbation(ctx, params, stats, batch, prepared, key_perturb, epoch)
+    prepared, stats, _, _ = method.prepare(ctx, params, batch_stats, {}, batch, key_prepare, info)
+    v = method.weight_perturbation(ctx, params, stats, batch, prepared, key_perturb, info)
     perturbed = jax.tree.map(jnp.add, params, v)
-    loss_fn = lambda p: method.loss(ctx, p, stats, batch, prepared, key_loss, epoch)
+    loss_fn = lambda p: method.loss(ctx, p, stats, batch, prepared, key_loss, info)
     (_, (stats_after, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(perturbed)
     updates, _ = tx.update(grads, opt_state, perturbed)
     restored = jax.tree.map(jnp.subtract, optax.apply_updates(perturbed, updates), v)
@@ -225,7 +226,7 @@ def test_fields_of_another_base_are_refused():
 
 
 @pytest.mark.parametrize("path, value, match", [
-    ("base", "mart", "pgd_at, trades"),
+    ("base", "awp", "hat, iat, mart, pgd_at"),
     ("weight_perturbation.gamma", -0.01, "gamma"),
     ("weight_perturbation.warmup_epochs", -1, "warmup_epochs"),
     ("weight_perturbation.proxy_lr", 0.0, "proxy_lr"),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxat.methods.base import Batch, StepContext
+from jaxat.methods.base import Batch, StepContext, epoch_start_info
 from jaxat.methods.hat import HAT, HelperModel, hat_loss, helper_config
 from jaxat.models.forward import ModelFn
 from jaxat.models.small_cnn import SmallCNN
@@ -69,7 +69,7 @@ def test_helper_examples_are_unclipped_and_labelled_by_the_helper_on_x_adv(hat_w
   batch = Batch(images, jnp.array([0, 1, 2, 0, 1, 2], jnp.int32), jnp.arange(6, dtype=jnp.int32))
   state = method.init_state(jax.random.key(0), ctx, params, batch_stats)
   prepared, _, new_state, metrics = jax.jit(method.prepare, static_argnums=0)(
-      ctx, params, batch_stats, state, batch, jax.random.key(4), jnp.int32(0))
+      ctx, params, batch_stats, state, batch, jax.random.key(4), epoch_start_info(0, ctx))
   x_adv, x_helper = prepared["x_adv"], prepared["x_helper"]
   np.testing.assert_allclose(x_helper, images + 2.0 * (x_adv - images), rtol=1e-6, atol=1e-7)
   # h = 2: up to twice the attack radius, not projected back to the eps-ball.
@@ -93,8 +93,8 @@ def test_helper_of_another_label_space_is_refused(hat_with_helper):
     method.init_state(jax.random.key(0), other, params, batch_stats)
 
 
-def test_without_setup_the_helper_is_asked_for():
-  with pytest.raises(RuntimeError, match="setup"):
+def test_without_prerequisites_the_helper_is_asked_for():
+  with pytest.raises(RuntimeError, match="prerequisites"):
     HAT(HAT.default_config()).init_state(None, None, None, None)
 
 

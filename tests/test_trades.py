@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxat.methods.base import Batch, StepContext
+from jaxat.methods.base import Batch, StepContext, epoch_start_info
 from jaxat.methods.trades import TRADES, trades_loss
 from jaxat.models.forward import ModelFn
 from jaxat.models.small_cnn import SmallCNN
@@ -58,7 +58,7 @@ def test_adversarial_equal_to_clean_gives_plain_cross_entropy(kl_target_forward)
   ctx, params, batch_stats, batch = tiny_model_and_batch()
   trades = method(kl_target_forward=kl_target_forward)
   loss, (_, metrics) = jax.jit(trades.loss, static_argnums=0)(
-      ctx, params, batch_stats, batch, {"x_adv": batch.images}, jax.random.key(0), jnp.int32(0))
+      ctx, params, batch_stats, batch, {"x_adv": batch.images}, jax.random.key(0), epoch_start_info(0, ctx))
   logits, _, _ = jax.jit(ctx.model, static_argnums=3)(params, batch_stats, batch.images, "train")
   ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch.labels])
   np.testing.assert_allclose(loss, ce, rtol=1e-6, atol=1e-6)
@@ -72,7 +72,7 @@ def test_second_clean_forward_changes_only_the_running_statistics():
   results = {}
   for option in ("separate", "shared"):
     trades = method(kl_target_forward=option)
-    loss_fn = lambda p: trades.loss(ctx, p, batch_stats, batch, prepared, jax.random.key(0), jnp.int32(0))
+    loss_fn = lambda p: trades.loss(ctx, p, batch_stats, batch, prepared, jax.random.key(0), epoch_start_info(0, ctx))
     (loss, (stats, _)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
     results[option] = (loss, stats, grads)
   np.testing.assert_allclose(results["separate"][0], results["shared"][0], rtol=1e-6)

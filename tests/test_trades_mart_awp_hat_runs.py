@@ -9,7 +9,7 @@ import os
 import pytest
 
 from jaxat.methods.hat import HAT
-from jaxat.train.train import train_and_evaluate
+from jaxat.train.train import finish_prerequisites, train_and_evaluate
 from tiny_runs import load_config, tiny_config
 
 TINY = {"log.progress": "none", "num_epochs": 1, "batch_size": 32, "eval.pgd_steps": 1,
@@ -63,12 +63,12 @@ def test_method_trains_end_to_end_with_its_own_loss(run, tmp_path, caplog):
     with open(os.path.join(workdir, "config.json")) as f:
       assert helper["num_epochs"] == 1 and helper["model"] == json.load(f)["model"]
     assert os.path.exists(os.path.join(helper_dir, "results.json"))
-    assert any("first trains its standard helper model" in r.getMessage() for r in caplog.records)
+    assert any("not finished: training it first" in r.getMessage() for r in caplog.records)
     assert 0.0 <= record["helper_label_agreement"] <= 1.0
     # Re-entrant: set up again, the finished helper is reused, not retrained.
     stamp = os.path.getmtime(os.path.join(helper_dir, "results.json"))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="absl"):
-      HAT(tiny("hat").method).setup(tiny("hat"), workdir)
+      finish_prerequisites(HAT(tiny("hat").method), tiny("hat"), workdir)
     assert os.path.getmtime(os.path.join(helper_dir, "results.json")) == stamp
-    assert any("reusing the standard helper model" in r.getMessage() for r in caplog.records)
+    assert any("reusing the helper run" in r.getMessage() for r in caplog.records)

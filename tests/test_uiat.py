@@ -8,7 +8,7 @@ import pytest
 
 from jaxat.config.validate import validate_config
 from jaxat.methods import inverse
-from jaxat.methods.base import Batch, StepContext
+from jaxat.methods.base import Batch, StepContext, epoch_start_info
 from jaxat.methods.pgd_at import PGDAT
 from jaxat.methods.registry import get_method_class
 from jaxat.methods.uiat import IAT, UIAT, UIATOneOff, oneoff_phase, phase_epoch
@@ -46,7 +46,7 @@ def batch_of(images, labels, indices):
 def jitted_prepare(method, ctx):
   # Compiled once: the epoch is an array, so phase switches must not be Python ifs.
   return jax.jit(lambda params, state, batch, key, epoch: method.prepare(
-      ctx, params, {}, state, batch, key, epoch))
+      ctx, params, {}, state, batch, key, epoch_start_info(epoch, ctx)))
 
 
 def jitted_step(method, ctx):
@@ -54,8 +54,9 @@ def jitted_step(method, ctx):
 
   @jax.jit
   def step(params, state, batch, key, epoch):
-    prepared, _, new_state, _ = method.prepare(ctx, params, {}, state, batch, key, epoch)
-    loss_fn = lambda p: method.loss(ctx, p, {}, batch, prepared, key, epoch)
+    info = epoch_start_info(epoch, ctx)
+    prepared, _, new_state, _ = method.prepare(ctx, params, {}, state, batch, key, info)
+    loss_fn = lambda p: method.loss(ctx, p, {}, batch, prepared, key, info)
     (loss, (_, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return prepared, new_state, loss, metrics, grads
 
@@ -247,8 +248,9 @@ def test_with_lambda_zero_the_loss_and_gradient_equal_pgd_at():
 
     @jax.jit
     def step(params, batch_stats, state):
-      prepared, bs, _, _ = method.prepare(exp.ctx, params, batch_stats, state, batch, key, epoch)
-      loss_fn = lambda p: method.loss(exp.ctx, p, bs, batch, prepared, key, epoch)
+      info = epoch_start_info(epoch, exp.ctx)
+      prepared, bs, _, _ = method.prepare(exp.ctx, params, batch_stats, state, batch, key, info)
+      loss_fn = lambda p: method.loss(exp.ctx, p, bs, batch, prepared, key, info)
       (loss, (new_bs, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       return loss, grads, new_bs
 
@@ -271,7 +273,7 @@ def test_train_mode_batchnorm_option_updates_running_statistics():
                 jnp.asarray(exp.train.labels[:16]), jnp.arange(16, dtype=jnp.int32))
   state = exp.method.init_state(jax.random.key(1), exp.ctx, params, batch_stats)
   _, new_stats, new_state, _ = jax.jit(lambda s: exp.method.prepare(
-      exp.ctx, params, batch_stats, s, batch, jax.random.key(2), jnp.int32(0)))(state)
+      exp.ctx, params, batch_stats, s, batch, jax.random.key(2), epoch_start_info(0, exp.ctx)))(state)
   assert not any(np.array_equal(a, b) for a, b in
                  zip(jax.tree.leaves(new_stats), jax.tree.leaves(batch_stats)))
   assert np.all(np.asarray(new_state["target"]["written_epoch"])[:16] == 0)

@@ -66,7 +66,7 @@ def train_all_epochs(config: ml_collections.ConfigDict):
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
   sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)))
   for epoch in range(exp.ctx.num_epochs):
     permutation = permutation_of(epoch)

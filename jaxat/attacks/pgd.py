@@ -1,7 +1,7 @@
 """Projected gradient descent/ascent built from the pieces of this package.
 
 An attack is (objective, direction, init, step rule, projection, budget):
-  x_0     = project(init(x))
+  x_0     = project(init(x)), or an explicit start point given by the caller
   x_{t+1} = project(x_t + step(direction * grad objective(x_t)))   for examples still active
 The same driver produces adversarial examples (direction=+1, ascend CE/KL/margin) and
 inverse adversarial examples (direction=-1, descend CE; UIAT/IAT Eq. 3).
@@ -70,8 +70,12 @@ def _value_and_input_grad(objective_fn: ObjectiveFn, x_adv, aux):
 
 
 def _single_run(objective_fn, x, labels, key, budget: Budget, max_steps: int, init: str,
-                norm: str, direction: float, early_stop: bool, aux, init_eps, project_eps):
-  x_adv = projections.project(norm, x, inits.initialise(init, key, x, init_eps, norm), project_eps)
+                norm: str, direction: float, early_stop: bool, aux, init_eps, project_eps,
+                start=None):
+  if start is None:
+    x_adv = projections.project(norm, x, inits.initialise(init, key, x, init_eps, norm), project_eps)
+  else:
+    x_adv = start
   num_steps = jnp.asarray(budget.num_steps)
 
   def body(t, carry):
@@ -103,7 +107,8 @@ def pgd(objective_fn: ObjectiveFn,
         evaluate_final: bool = True,
         aux: Any = None,
         init_eps=None,
-        project: bool = True) -> PGDResult:
+        project: bool = True,
+        start: jax.Array | None = None) -> PGDResult:
   """Runs PGD with `restarts` random restarts, keeping the worst case per example.
 
   Args:
@@ -129,6 +134,9 @@ def pgd(objective_fn: ObjectiveFn,
       from a wider box (k * eps) than its step.
     project: False skips the projection onto the eps-ball (N-FGSM's `--clip -1`); points
       are still clipped to [0,1].
+    start: an explicit start point x_0 (B,H,W,C) used as given, neither projected nor
+      clipped (the caller's initialiser decides: FGSM-EP/MEP prior buffers, a learned
+      generator); `init` and `init_eps` are then unused. Only with restarts = 1.
 
   Returns:
     PGDResult.
@@ -139,6 +147,8 @@ def pgd(objective_fn: ObjectiveFn,
     raise ValueError("restarts > 1 needs evaluate_final=True to pick the worst case per example")
   if direction not in (1.0, -1.0, 1, -1):
     raise ValueError(f"direction must be +1 (adversarial) or -1 (inverse), got {direction}")
+  if start is not None and restarts != 1:
+    raise ValueError(f"an explicit start point allows restarts = 1 only, got {restarts}")
   init_eps = budget.eps if init_eps is None else init_eps
   # A radius of 1 covers the whole image box in L-inf, and sqrt(d) in L2: no constraint.
   project_eps = budget.eps if project else (1.0 if norm == "linf" else float(x[0].size) ** 0.5)
@@ -146,7 +156,7 @@ def pgd(objective_fn: ObjectiveFn,
   for restart in range(restarts):
     x_adv, aux = _single_run(objective_fn, x, labels, rng.fold_in(key, restart), budget,
                              max_steps, init, norm, float(direction), early_stop, aux, init_eps,
-                             project_eps)
+                             project_eps, start)
     if not evaluate_final:
       return PGDResult(x_adv, None, None, aux)
     objective, (logits, aux) = objective_fn(x_adv, aux)

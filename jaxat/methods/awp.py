@@ -1,4 +1,4 @@
-"""Adversarial weight perturbation (Wu et al., NeurIPS 2020) over PGD-AT or TRADES.
+"""Adversarial weight perturbation (Wu et al., NeurIPS 2020) over any training method.
 
 The weight-perturbation role (specs/architecture.md) as pure functions over the parameter
 pytree, and the `awp` method that composes it with a base method by config
@@ -31,10 +31,18 @@ discarded: a lax.cond would skip it, but XLA:CPU ran the conditional's convoluti
 gradients about 5x slower than the same ops outside it (digits, measured), which costs far
 more than the few warm-up epochs (TRADES-AWP: 9 of 200).
 
-Config (`method.name = 'awp'`): `method.base` names the base method ('pgd_at' | 'trades');
+Any method of the catalogue (jaxat/methods/catalog.py) can be the base: the proxy loss
+is the base's own `loss`, the base's `prepare` (attack, per-example buffers, prerequisites)
+runs unchanged, so UIAT-AWP or FGSM-MEP-AWP are configurations, not code.
+
+Config (`method.name = 'awp'`): `method.base` names the base method (any catalogue name);
 the base's own fields sit next to it, flat (`method.attack`, `method.beta`, ...), so presets
 and overrides address them exactly as for the base method; `method.weight_perturbation`
-holds gamma, warmup_epochs, proxy_lr. `AWP.default_config(base)` gives the official values:
+holds gamma, warmup_epochs, proxy_lr. `AWP.default_config(base)` gives the official values
+of the AWP repository for its two bases; every other base takes the values of the one
+whose loss it resembles (`AWP_FAMILY`: the TRADES-AWP values for losses with a clean KL
+term — trades, mart, hat — and the AT-AWP values otherwise). Those pairings are jaxat's,
+not published recipes:
 
 | base   | gamma | warmup_epochs | proxy_lr | attack                                  |
 |--------|-------|---------------|----------|-----------------------------------------|
@@ -59,15 +67,18 @@ import ml_collections
 import optax
 
 from jaxat.methods.base import Method
+from jaxat.methods.catalog import BASE_METHODS
 from jaxat.methods.pgd_at import PGDAT
 from jaxat.methods.trades import TRADES
 
-BASES: dict[str, type[Method]] = {PGDAT.name: PGDAT, TRADES.name: TRADES}
+BASES: dict[str, type[Method]] = BASE_METHODS
 # csdongxian/AWP: AT_AWP (train_cifar10.py, utils_awp.py) and trades_AWP.
 OFFICIAL = {
     PGDAT.name: dict(gamma=0.01, warmup_epochs=0, proxy_lr=0.01),
     TRADES.name: dict(gamma=0.005, warmup_epochs=9, proxy_lr=0.1),
 }
+# Bases without an official AWP recipe take the values of the closest official one.
+AWP_FAMILY = {"trades": TRADES.name, "mart": TRADES.name, "hat": TRADES.name}
 NORM_FLOOR = 1e-20  # EPS of utils_awp.py
 OWN_FIELDS = ("name", "base", "weight_perturbation")
 
@@ -141,22 +152,33 @@ class AWP(Method):
 
   @classmethod
   def default_config(cls, base: str = PGDAT.name):
-    """AT-AWP by default; `base='trades'` gives TRADES-AWP (see the module docstring)."""
+    """AT-AWP by default; `base='trades'` gives TRADES-AWP (see the module docstring); any
+    other catalogue method gets its own defaults wrapped (`wrap_config`)."""
     if base not in BASES:
-      raise ValueError(f"unknown AWP base method {base!r}; valid choices: {', '.join(BASES)}")
+      raise ValueError(f"unknown AWP base method {base!r}; valid choices: {', '.join(sorted(BASES))}")
     c = BASES[base].default_config()
     if base == TRADES.name:
       # trades_AWP/train_trades_cifar.py: --epsilon 8 --step-size 2 (of 255).
       c.attack.update(eps=8 / 255, step_size=2 / 255)
+    return cls.wrap_config(c)
+
+  @classmethod
+  def wrap_config(cls, base_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An AWP method config over the base method config `base_cfg` (its fields kept flat,
+    `base` = its name, the weight perturbation of its AWP family)."""
+    base = base_cfg.name
+    if base not in BASES:
+      raise ValueError(f"unknown AWP base method {base!r}; valid choices: {', '.join(sorted(BASES))}")
+    c = ml_collections.ConfigDict(base_cfg.to_dict())
     c.name = cls.name
     c.base = base
-    c.weight_perturbation = weight_perturbation_config(**OFFICIAL[base])
+    c.weight_perturbation = weight_perturbation_config(**OFFICIAL[AWP_FAMILY.get(base, PGDAT.name)])
     return c
 
   @classmethod
   def validate(cls, cfg, num_classes=None):
     if cfg.base not in BASES:
-      raise ValueError(f"unknown method.base {cfg.base!r}; valid choices: {', '.join(BASES)}")
+      raise ValueError(f"unknown method.base {cfg.base!r}; valid choices: {', '.join(sorted(BASES))}")
     validate_weight_perturbation_config(cfg.weight_perturbation)
     expected = set(BASES[cfg.base].default_config().keys()) - {"name"}
     present = set(cfg.keys()) - set(OWN_FIELDS)
@@ -167,16 +189,26 @@ class AWP(Method):
           f"(configs/awp.py:<dataset>,{cfg.base}), not by overriding method.base")
     BASES[cfg.base].validate(base_method_config(cfg), num_classes)
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
-    return self.base.prepare(ctx, params, batch_stats, method_state, batch, key, epoch)
+  def prerequisites(self, config, workdir):
+    return self.base.prerequisites(config, workdir)
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
-    return self.base.loss(ctx, params, batch_stats, batch, prepared, key, epoch)
+  def attach_prerequisites(self, runs):
+    self.base.attach_prerequisites(runs)
 
-  def weight_perturbation(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def init_state(self, key, ctx, params, batch_stats):
+    return self.base.init_state(key, ctx, params, batch_stats)
+
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
+    return self.base.prepare(ctx, params, batch_stats, method_state, batch, key, info)
+
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
+    return self.base.loss(ctx, params, batch_stats, batch, prepared, key, info)
+
+  def weight_perturbation(self, ctx, params, batch_stats, batch, prepared, key, info):
     def proxy_loss(proxy_params):
       # The proxy's updated BatchNorm statistics are dropped here.
-      loss, _ = self.base.loss(ctx, proxy_params, batch_stats, batch, prepared, key, epoch)
+      loss, _ = self.base.loss(ctx, proxy_params, batch_stats, batch, prepared, key, info)
       return loss
 
-    return adversarial_weight_perturbation(proxy_loss, params, self.cfg.weight_perturbation, epoch)
+    return adversarial_weight_perturbation(proxy_loss, params, self.cfg.weight_perturbation,
+                                           info.epoch)

@@ -14,9 +14,15 @@ Between the two the engine may apply a weight perturbation (AWP) returned by
 `weight_perturbation`; the optimiser step is then taken at the perturbed weights and the
 perturbation removed afterwards (methods.md §9.4).
 
-Randomness is never state: each phase receives a key derived with fold_in from the seed
-and the global step. Phase switches (momentum start, one-off epoch, warm-ups) use the
-`epoch` array with jnp.where/lax.cond, so a new epoch never recompiles the step.
+Every phase receives a `StepInfo` (global step, epoch, fraction of training done, learning
+rate) as arrays, so phase switches (momentum start, one-off epoch, warm-ups, ε ramps) are
+jnp.where/lax.cond on them and a new epoch never recompiles the step. Randomness is never
+state: each phase receives a key derived with fold_in from the seed and the global step.
+
+Runs a method needs finished first (HAT's standard helper model) are declared with
+`prerequisites` and handed back, trained and loaded by the engine (jaxat/train/
+prerequisites.py), through `attach_prerequisites`: no module under `methods/` imports
+`train/`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jaxat.models.forward import ModelFn
@@ -61,6 +68,74 @@ class StepContext:
 Metrics = dict[str, jax.Array]
 
 
+class StepInfo(NamedTuple):
+  """Where training stands at the step being taken; every leaf is a scalar array.
+
+  step: int32 0-based global step (the number of optimiser updates already taken).
+  epoch: int32 0-based epoch, step // steps_per_epoch.
+  fraction: float32 step / total_steps in [0, 1): how much of training is done (schedules
+    and phase switches defined as fractions of training rescale with num_epochs).
+  learning_rate: float32 learning rate of this step's optimiser update.
+  """
+
+  step: jax.Array
+  epoch: jax.Array
+  fraction: jax.Array
+  learning_rate: jax.Array
+
+
+def step_info(step, ctx: StepContext, learning_rate) -> StepInfo:
+  """The StepInfo of global step `step` (int or int32 array) of a run described by `ctx`."""
+  step = jnp.asarray(step, jnp.int32)
+  total = ctx.steps_per_epoch * ctx.num_epochs
+  return StepInfo(step=step, epoch=step // ctx.steps_per_epoch,
+                  fraction=step.astype(jnp.float32) / float(total),
+                  learning_rate=jnp.asarray(learning_rate, jnp.float32))
+
+
+def epoch_start_info(epoch: int, ctx: StepContext, learning_rate: float = 0.0) -> StepInfo:
+  """The StepInfo of the first step of 0-based `epoch` (tests and benchmarks)."""
+  return step_info(epoch * ctx.steps_per_epoch, ctx, learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrerequisiteRun:
+  """A run that must be finished before this one starts (HAT's standard helper model).
+
+  name: key under which the trained run is handed to `Method.attach_prerequisites`.
+  workdir: where the run lives (or will be trained).
+  config: the config to train it with when `workdir` holds no finished run; None when the
+    run must already exist (a user-given workdir).
+  checkpoint: 'last' | 'best', the checkpoint to load.
+  expected_method: the method the run must have been trained with ('' = any).
+  """
+
+  name: str
+  workdir: str
+  config: ml_collections.ConfigDict | None
+  checkpoint: str = "last"
+  expected_method: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A finished run, restored: `model(params, batch_stats, x, 'eval')` gives its logits.
+
+  config: the run's locked config; step: the restored checkpoint's global step; clean_acc:
+  the clean test accuracy of its results.json (None when it has none).
+  """
+
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: ModelFn
+  params: Any
+  batch_stats: Any
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  step: int
+  clean_acc: float | None = None
+
+
 class Method(abc.ABC):
   """A training method: a configuration of the roles of specs/architecture.md.
 
@@ -86,10 +161,16 @@ class Method(abc.ABC):
     anything is compiled. `num_classes` is known once the dataset is loaded."""
 
   # -- run set-up -------------------------------------------------------------------------
-  def setup(self, config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Runs once per run after validation and before the state is created: prerequisite
-    jobs (HAT trains its helper model in the same workdir) and loading external weights."""
+  def prerequisites(self, config: ml_collections.ConfigDict, workdir: str
+                    ) -> tuple[PrerequisiteRun, ...]:
+    """Runs that must be finished before this one (trained by the engine if missing)."""
     del config, workdir
+    return ()
+
+  def attach_prerequisites(self, runs: dict[str, TrainedRun]) -> None:
+    """Receives the restored prerequisite runs, keyed by `PrerequisiteRun.name`, before
+    `init_state` is called."""
+    del runs
 
   # -- state ------------------------------------------------------------------------------
   def init_state(self, key: jax.Array, ctx: StepContext, params: Any, batch_stats: Any) -> dict:
@@ -100,18 +181,18 @@ class Method(abc.ABC):
   # -- the step ---------------------------------------------------------------------------
   @abc.abstractmethod
   def prepare(self, ctx: StepContext, params: Any, batch_stats: Any, method_state: dict,
-              batch: Batch, key: jax.Array, epoch: jax.Array
+              batch: Batch, key: jax.Array, info: StepInfo
               ) -> tuple[dict, Any, dict, Metrics]:
     """Returns (prepared, batch_stats, method_state, metrics); nothing here is
     differentiated with respect to `params`."""
 
   @abc.abstractmethod
   def loss(self, ctx: StepContext, params: Any, batch_stats: Any, batch: Batch, prepared: dict,
-           key: jax.Array, epoch: jax.Array) -> tuple[jax.Array, tuple[Any, Metrics]]:
+           key: jax.Array, info: StepInfo) -> tuple[jax.Array, tuple[Any, Metrics]]:
     """Returns (scalar loss, (batch_stats after the training forward passes, metrics))."""
 
   def weight_perturbation(self, ctx: StepContext, params: Any, batch_stats: Any, batch: Batch,
-                          prepared: dict, key: jax.Array, epoch: jax.Array) -> Any | None:
+                          prepared: dict, key: jax.Array, info: StepInfo) -> Any | None:
     """A perturbation pytree v added to the parameters for the gradient (AWP), or None."""
-    del ctx, params, batch_stats, batch, prepared, key, epoch
+    del ctx, params, batch_stats, batch, prepared, key, info
     return None

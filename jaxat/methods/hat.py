@@ -38,7 +38,6 @@ helper CE); 1.0 (plain CE) is the official setting.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -48,13 +47,14 @@ import ml_collections
 from absl import logging
 
 from jaxat.methods import losses, maximizer
-from jaxat.methods.base import Method
+from jaxat.methods.base import Method, PrerequisiteRun, TrainedRun
 from jaxat.methods.standard import Standard
 from jaxat.models.forward import ModelFn
 
 ROBUST_LOSSES = ("kl", "ce")
 HELPER_CHECKPOINTS = ("last", "best")
 HELPER_SUBDIR = "helper"
+HELPER = "helper"  # the prerequisite's name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +94,6 @@ def hat_loss(clean_logits: jax.Array, adv_logits: jax.Array, helper_logits: jax.
     robust = losses.cross_entropy(adv_logits, labels, true_class_mass)
   helper = losses.cross_entropy(helper_logits, helper_labels)
   return natural + beta * robust + gamma * helper, natural, robust, helper
-
-
-def _run_has_checkpoint(workdir: str) -> bool:
-  last = os.path.join(workdir, "checkpoints", "last")
-  return os.path.isdir(last) and any(entry.isdigit() for entry in os.listdir(last))
 
 
 class HAT(Method):
@@ -149,43 +144,32 @@ class HAT(Method):
                        "'' to train the helper in <workdir>/helper first")
 
   # -- the helper model -------------------------------------------------------------------
-  def setup(self, config, workdir):
-    """Finds (or first trains) the helper and loads it; see the module docstring."""
-    # Imported here: jaxat.train imports the method registry, which imports this module.
-    from jaxat.train.restore import load_trained_model
-    from jaxat.train.train import train_and_evaluate
-
+  def prerequisites(self, config, workdir):
+    """The helper run: the user's `helper_workdir` (must exist), or `<workdir>/helper`
+    trained first with `helper_config` when it holds no finished run (module docstring)."""
     cfg = self.cfg
-    helper_dir = cfg.helper_workdir or os.path.join(workdir, HELPER_SUBDIR)
-    if not cfg.helper_workdir:
-      if os.path.exists(os.path.join(helper_dir, "results.json")):
-        logging.info("HAT: reusing the standard helper model trained in %s", helper_dir)
-      elif _run_has_checkpoint(workdir):
-        raise FileNotFoundError(
-            f"the HAT run in {workdir!r} has checkpoints but its helper run {helper_dir!r} is "
-            "missing or unfinished; restore it, or set method.helper_workdir")
-      else:
-        logging.info("HAT: method.helper_workdir is empty, so this run first trains its standard "
-                     "helper model in %s (%d epochs of the standard method with this run's "
-                     "dataset, model, optimiser and schedule)", helper_dir, cfg.helper_epochs)
-        train_and_evaluate(helper_config(config, cfg.helper_epochs), helper_dir)
-    trained = load_trained_model(helper_dir, checkpoint=cfg.helper_checkpoint, weights="raw")
-    helper_dataset = trained.config.dataset.name
-    if helper_dataset != config.dataset.name:
-      raise ValueError(f"the helper model in {helper_dir!r} was trained on {helper_dataset!r}, "
-                       f"this run trains on {config.dataset.name!r}; use a helper of the same dataset")
-    ctx = trained.experiment.ctx
-    self.attach_helper(HelperModel(model=trained.model, params=trained.params,
-                                   batch_stats=trained.batch_stats, num_classes=ctx.num_classes,
-                                   image_shape=ctx.image_shape, workdir=helper_dir))
-    results_path = os.path.join(helper_dir, "results.json")
-    clean = "unknown"
-    if os.path.exists(results_path):
-      with open(results_path) as f:
-        clean = f"{json.load(f).get('clean_acc', float('nan')):.4f}"
+    self._dataset_name = config.dataset.name
+    if cfg.helper_workdir:
+      return (PrerequisiteRun(HELPER, cfg.helper_workdir, None, cfg.helper_checkpoint,
+                              expected_method=Standard.name),)
+    return (PrerequisiteRun(HELPER, os.path.join(workdir, HELPER_SUBDIR),
+                            helper_config(config, cfg.helper_epochs), cfg.helper_checkpoint,
+                            expected_method=Standard.name),)
+
+  def attach_prerequisites(self, runs: dict[str, TrainedRun]) -> None:
+    run = runs[HELPER]
+    dataset = getattr(self, "_dataset_name", run.config.dataset.name)
+    if run.config.dataset.name != dataset:
+      raise ValueError(f"the helper model in {run.workdir!r} was trained on "
+                       f"{run.config.dataset.name!r}, this run trains on {dataset!r}; use a "
+                       "helper of the same dataset")
+    clean = "unknown" if run.clean_acc is None else f"{run.clean_acc:.4f}"
     logging.info("HAT: helper model from %s (step %d, %s checkpoint, %s; clean accuracy in its "
-                 "results.json: %s)", helper_dir, trained.step, cfg.helper_checkpoint,
-                 trained.config.model.name, clean)
+                 "results.json: %s)", run.workdir, run.step, self.cfg.helper_checkpoint,
+                 run.config.model.name, clean)
+    self.attach_helper(HelperModel(model=run.model, params=run.params,
+                                   batch_stats=run.batch_stats, num_classes=run.num_classes,
+                                   image_shape=run.image_shape, workdir=run.workdir))
 
   def attach_helper(self, helper: HelperModel) -> None:
     """Uses `helper` instead of the one `setup` would load (setup calls this; tests and
@@ -194,8 +178,8 @@ class HAT(Method):
 
   def _require_helper(self) -> HelperModel:
     if self._helper is None:
-      raise RuntimeError("HAT needs its helper model: call method.setup(config, workdir) before "
-                         "creating the state or the step")
+      raise RuntimeError("HAT needs its helper model: the engine attaches it from "
+                         "`prerequisites` before creating the state or the step")
     return self._helper
 
   # -- state and step ---------------------------------------------------------------------
@@ -207,10 +191,10 @@ class HAT(Method):
                        f"of {ctx.image_shape}")
     return {"helper": {"params": helper.params, "batch_stats": helper.batch_stats}}
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     cfg = self.cfg
     helper_model = self._require_helper().model
-    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key, cfg.attack)
+    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key, cfg.attack, info)
     helper = method_state["helper"]
     helper_logits = helper_model.logits(helper["params"], helper["batch_stats"], x_adv, "eval")
     helper_labels = jnp.argmax(jax.lax.stop_gradient(helper_logits), axis=-1).astype(jnp.int32)
@@ -219,7 +203,7 @@ class HAT(Method):
     prepared = {"x_adv": x_adv, "x_helper": x_helper, "helper_labels": helper_labels}
     return prepared, batch_stats, method_state, metrics
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     cfg = self.cfg
     clean_logits, _, batch_stats = ctx.model(params, batch_stats, batch.images, "train")
     adv_logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")

@@ -21,7 +21,8 @@ from jaxat.attacks.budget import Budget
 from jaxat.attacks.inits import INITS
 from jaxat.attacks.projections import NORMS
 from jaxat.models.forward import validate_bn_mode
-from jaxat.methods.base import Batch, StepContext
+from jaxat.methods import budgets
+from jaxat.methods.base import Batch, StepContext, StepInfo
 
 OBJECTIVES = ("ce", "kl")
 
@@ -29,18 +30,20 @@ OBJECTIVES = ("ce", "kl")
 def attack_config(eps: float = 8 / 255, step_size: float = 2 / 255, num_steps: int = 10,
                   init: str = "uniform", bn_mode: str = "train", norm: str = "linf",
                   restarts: int = 1, objective: str = "ce", init_eps: float = 0.0,
-                  project: bool = True) -> ml_collections.ConfigDict:
+                  project: bool = True, ramp_epochs: int = 0) -> ml_collections.ConfigDict:
   """Sub-config of a training-time attack. eps and step_size are in [0,1] pixel units.
 
   objective: 'ce' (ascent on cross-entropy) or 'kl' (TRADES: ascent on KL(p(x) || p(x'))).
   init_eps: radius of the uniform random start; 0 means eps (N-FGSM uses 2 * eps).
   project: False disables the projection onto the eps-ball (N-FGSM); [0,1] clipping stays.
+  ramp_epochs: the budget role (jaxat/methods/budgets.py): 0 = fixed; R > 0 ramps eps and
+    step_size linearly from 0 over the first R epochs (N-FGSM/GradAlign on SVHN).
   FGSM-RS is num_steps=1, step_size=1.25*eps, init='uniform'.
   """
   return ml_collections.ConfigDict(dict(
       eps=float(eps), step_size=float(step_size), num_steps=int(num_steps), init=init,
       bn_mode=bn_mode, norm=norm, restarts=int(restarts), objective=objective,
-      init_eps=float(init_eps), project=bool(project)))
+      init_eps=float(init_eps), project=bool(project), ramp_epochs=int(ramp_epochs)))
 
 
 def validate_attack_config(cfg: ml_collections.ConfigDict, where: str = "method.attack") -> None:
@@ -64,6 +67,9 @@ def validate_attack_config(cfg: ml_collections.ConfigDict, where: str = "method.
   if cfg.objective not in OBJECTIVES:
     raise ValueError(f"unknown {where}.objective {cfg.objective!r}; valid choices: {', '.join(OBJECTIVES)}")
   validate_bn_mode(cfg.bn_mode, f"{where}.bn_mode")
+  if isinstance(cfg.ramp_epochs, bool) or not isinstance(cfg.ramp_epochs, int) or cfg.ramp_epochs < 0:
+    raise ValueError(f"{where}.ramp_epochs must be an integer >= 0 (0 = fixed budget), got "
+                     f"{cfg.ramp_epochs!r}")
 
 
 def model_objective(ctx: StepContext, params: Any, labels: jax.Array, bn_mode: str,
@@ -89,14 +95,22 @@ def model_objective(ctx: StepContext, params: Any, labels: jax.Array, bn_mode: s
 
 def adversarial_examples(ctx: StepContext, params: Any, batch_stats: Any, batch: Batch,
                          key: jax.Array, cfg: ml_collections.ConfigDict,
-                         budget: Budget | None = None) -> tuple[jax.Array, Any]:
+                         info: StepInfo | None = None, budget: Budget | None = None,
+                         start: jax.Array | None = None) -> tuple[jax.Array, Any]:
   """x_adv (B,H,W,C) for a training batch, and the BatchNorm collection after the attack.
 
-  `budget` overrides the config's eps/step_size/num_steps with per-example arrays (ECAS,
-  LAS-AT); `cfg.num_steps` is then the static upper bound of the loop.
+  The budget comes from the budget role (budgets.training_budget: fixed, or ramped with
+  `info`); an explicit `budget` overrides it with per-example arrays (ECAS, LAS-AT), and
+  `cfg.num_steps` is then the static upper bound of the loop. `start` is the initialiser
+  role's explicit start point x_0 (B,H,W,C) (prior buffers, generators); without it the
+  attack starts from `cfg.init`.
   """
+  init_eps = cfg.init_eps or None
   if budget is None:
-    budget = Budget(cfg.eps, cfg.step_size, cfg.num_steps)
+    budget = budgets.training_budget(cfg, ctx, info)
+    if init_eps is not None and info is not None and cfg.ramp_epochs > 0:
+      # The random start widens with the ramp too (N-FGSM's noise is k·ε of the ramped ε).
+      init_eps = budgets.ramp_scale(info, ctx, cfg.ramp_epochs) * init_eps
   if cfg.objective == "ce":
     objective = model_objective(ctx, params, batch.labels, cfg.bn_mode, attack_losses.cross_entropy)
   else:
@@ -107,5 +121,5 @@ def adversarial_examples(ctx: StepContext, params: Any, batch_stats: Any, batch:
   result = pgd_lib.pgd(objective, batch.images, batch.labels, key, budget,
                        max_steps=cfg.num_steps, init=cfg.init, norm=cfg.norm,
                        restarts=cfg.restarts, evaluate_final=cfg.restarts > 1, aux=batch_stats,
-                       init_eps=cfg.init_eps or None, project=cfg.project)
+                       init_eps=init_eps, project=cfg.project, start=start)
   return jax.lax.stop_gradient(result.x_adv), result.aux

@@ -34,12 +34,12 @@ class PGDAT(Method):
       raise ValueError(f"method.label_smoothing is the true-class mass and must be in (0, 1], "
                        f"got {cfg.label_smoothing}")
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        self.cfg.attack)
+                                                        self.cfg.attack, info)
     return {"x_adv": x_adv}, batch_stats, method_state, {}
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
     loss = losses.cross_entropy(logits, batch.labels, self.cfg.label_smoothing)
     return loss, (batch_stats, {"loss": loss, "adv_acc": losses.accuracy(logits, batch.labels)})

@@ -1,17 +1,13 @@
-"""Name -> training method class. Every registered name is a working, tested method."""
+"""Name -> training method class. Every registered name is a working, tested method: the
+catalogue of stand-alone methods (catalog.py) and the wrappers over them (AWP)."""
 
 from __future__ import annotations
 
 from jaxat.methods.awp import AWP
 from jaxat.methods.base import Method
-from jaxat.methods.hat import HAT
-from jaxat.methods.mart import MART
-from jaxat.methods.pgd_at import PGDAT
-from jaxat.methods.standard import Standard
-from jaxat.methods.trades import TRADES
-from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
+from jaxat.methods.catalog import BASE_METHODS
 
-_METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, AWP, HAT)}
+_METHODS: dict[str, type[Method]] = {**BASE_METHODS, AWP.name: AWP}
 
 
 def method_names() -> tuple[str, ...]:

@@ -26,10 +26,10 @@ class Standard(Method):
       raise ValueError(f"method.label_smoothing is the true-class mass and must be in (0, 1], "
                        f"got {cfg.label_smoothing}")
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     return {}, batch_stats, method_state, {}
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     logits, _, batch_stats = ctx.model(params, batch_stats, batch.images, "train")
     loss = losses.cross_entropy(logits, batch.labels, self.cfg.label_smoothing)
     return loss, (batch_stats, {"loss": loss, "clean_acc": losses.accuracy(logits, batch.labels)})

@@ -78,12 +78,12 @@ class TRADES(Method):
       raise ValueError(f"unknown method.kl_target_forward {cfg.kl_target_forward!r}; valid "
                        f"choices: {', '.join(KL_TARGET_FORWARDS)}")
 
-  def prepare(self, ctx, params, batch_stats, method_state, batch, key, epoch):
+  def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        self.cfg.attack)
+                                                        self.cfg.attack, info)
     return {"x_adv": x_adv}, batch_stats, method_state, {}
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     cfg = self.cfg
     clean_logits, _, batch_stats = ctx.model(params, batch_stats, batch.images, "train")
     adv_logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")

@@ -263,10 +263,11 @@ class InverseAdversarialTraining(Method):
     probs, batch_stats = self._probs(ctx, params, batch_stats, x_inv)
     return probs, x_inv, batch_stats, universal
 
-  def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, epoch):
+  def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, info):
     cfg = self.cfg
+    epoch = info.epoch
     x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        cfg.attack)
+                                                        cfg.attack, info)
     inverse_key = jax.random.fold_in(key, 1)
     universal = method_state.get("universal")
     new_state = dict(method_state)
@@ -329,7 +330,7 @@ class InverseAdversarialTraining(Method):
     metrics = {"target_acc": losses.accuracy(target, batch.labels)}
     return prepared, batch_stats, new_state, metrics
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, epoch):
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     target = prepared["target"]
     if self.cfg.target_gradient:
       mode = "eval" if self._target_mode() == "eval" else "batch_stats"

@@ -3,6 +3,10 @@
 `load_trained_model(workdir, checkpoint='last'|'best', weights='raw'|'ema')` rebuilds the
 run's experiment from `workdir/config.json` (data, model, method), creates the state
 structure and restores the chosen checkpoint into it.
+
+`attach_prerequisites(method, config, workdir)` restores the finished runs a method
+declares with `Method.prerequisites` (HAT's helper) and hands them to the method; it never
+trains (jaxat/train/train.py trains missing prerequisites first).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxat.methods.base import Method, PrerequisiteRun, TrainedRun
 from jaxat.models.forward import ModelFn
 from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.experiment import Experiment, build_experiment, init_state
@@ -66,7 +71,7 @@ def load_trained_model(workdir: str, checkpoint: str = "last", weights: str = "r
     raise ValueError(f"weights='ema' but the run in {workdir!r} trained without EMA "
                      "(ema.decay = 0); use weights='raw'")
   exp = build_experiment(config)
-  exp.method.setup(config, workdir)
+  attach_prerequisites(exp.method, config, workdir)
   state_like = init_state(exp)
   checkpointer = Checkpointer(workdir, config.checkpoint.keep)
   try:
@@ -82,3 +87,33 @@ def load_trained_model(workdir: str, checkpoint: str = "last", weights: str = "r
                          else (state.params, state.batch_stats))
   return TrainedModel(config=config, experiment=exp, model=exp.model, params=params,
                       batch_stats=batch_stats, state=state, step=int(state.step))
+
+
+def _results_clean_acc(workdir: str) -> float | None:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    value = json.load(f).get("clean_acc")
+  return None if value is None else float(value)
+
+
+def restore_prerequisite(request: PrerequisiteRun) -> TrainedRun:
+  """The finished run `request` names, restored; refuses a run of another method."""
+  trained = load_trained_model(request.workdir, checkpoint=request.checkpoint, weights="raw")
+  method = trained.config.method.name
+  if request.expected_method and method != request.expected_method:
+    raise ValueError(f"the {request.name} run in {request.workdir!r} was trained with method "
+                     f"{method!r}; it must be a {request.expected_method!r} run")
+  ctx = trained.experiment.ctx
+  return TrainedRun(workdir=request.workdir, config=trained.config, model=trained.model,
+                    params=trained.params, batch_stats=trained.batch_stats,
+                    num_classes=ctx.num_classes, image_shape=tuple(ctx.image_shape),
+                    step=trained.step, clean_acc=_results_clean_acc(request.workdir))
+
+
+def attach_prerequisites(method: Method, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Restores every prerequisite run of `method` and attaches them (no training)."""
+  requests = method.prerequisites(config, workdir)
+  if requests:
+    method.attach_prerequisites({r.name: restore_prerequisite(r) for r in requests})

@@ -21,7 +21,7 @@ import ml_collections
 import optax
 
 from jaxat.data.augment import augment_batch
-from jaxat.methods.base import Batch, Method, StepContext
+from jaxat.methods.base import Batch, Method, StepContext, step_info
 from jaxat.train import keys, sharding
 from jaxat.train.state import TrainState, ema_update
 
@@ -39,16 +39,18 @@ def _gather_batch(ctx: StepContext, step, train_images, train_labels, permutatio
 
 
 def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
-                  cfg: ml_collections.ConfigDict, mesh):
+                  cfg: ml_collections.ConfigDict, mesh, schedule):
   """The un-jitted single step `(state, train_images, train_labels, permutation) ->
-  (state, metrics)`; see `make_train_step` for the compiled, accumulating version."""
+  (state, metrics)`; see `make_train_step` for the compiled, accumulating version.
+  `schedule(step) -> lr` is the optimiser's learning-rate schedule; the method phases see
+  its value in `StepInfo.learning_rate`."""
   step_stream = keys.stream(cfg.seed, keys.STEP)
   ema_decay = float(cfg.ema.decay)
   augment_cfg = cfg.augment
 
   def step_fn(state: TrainState, train_images, train_labels, permutation):
     step = state.step
-    epoch = step // ctx.steps_per_epoch
+    info = step_info(step, ctx, schedule(step))
     images, labels, indices = _gather_batch(ctx, step, train_images, train_labels, permutation, mesh)
     key_augment, key_prepare, key_perturb, key_loss = jax.random.split(
         jax.random.fold_in(step_stream, step), 4)
@@ -57,14 +59,14 @@ def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransforma
     batch = Batch(images, labels, indices)
 
     prepared, batch_stats, method_state, prepare_metrics = method.prepare(
-        ctx, state.params, state.batch_stats, state.method_state, batch, key_prepare, epoch)
+        ctx, state.params, state.batch_stats, state.method_state, batch, key_prepare, info)
     perturbation = method.weight_perturbation(ctx, state.params, batch_stats, batch, prepared,
-                                              key_perturb, epoch)
+                                              key_perturb, info)
     params_at = (state.params if perturbation is None
                  else jax.tree.map(jnp.add, state.params, perturbation))
 
     def loss_fn(params):
-      return method.loss(ctx, params, batch_stats, batch, prepared, key_loss, epoch)
+      return method.loss(ctx, params, batch_stats, batch, prepared, key_loss, info)
 
     (loss, (batch_stats, loss_metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params_at)
     # The update is taken at the perturbed weights (AWP), then the perturbation is removed.
@@ -104,10 +106,10 @@ def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
 
 
 def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
-                    cfg: ml_collections.ConfigDict, mesh):
+                    cfg: ml_collections.ConfigDict, mesh, schedule):
   """Returns (jitted accumulate-step, metric shapes). State and sums are donated and
   replicated; the step is compiled once."""
-  step_fn = build_step_fn(method, ctx, tx, cfg, mesh)
+  step_fn = build_step_fn(method, ctx, tx, cfg, mesh, schedule)
 
   def train_step(state, sums, train_images, train_labels, permutation):
     new_state, metrics = step_fn(state, train_images, train_labels, permutation)

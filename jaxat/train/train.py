@@ -24,6 +24,7 @@ from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting
 from jaxat.train.checkpoint import Checkpointer
+from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
                                     init_state, put_train_data)
 from jaxat.train.state import TrainState, model_fingerprint
@@ -176,6 +177,34 @@ def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
   return results
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  last = os.path.join(workdir, "checkpoints", "last")
+  return os.path.isdir(last) and any(entry.isdigit() for entry in os.listdir(last))
+
+
+def finish_prerequisites(method, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Trains the prerequisite runs `method` declares that are not finished yet (a run with
+  results.json is reused; one with a checkpoint resumes), then attaches them all restored.
+
+  A prerequisite without a config (a user-given workdir) is never trained. A run that has
+  checkpoints of its own but lost its prerequisite is refused rather than continued with a
+  different one.
+  """
+  for request in method.prerequisites(config, workdir):
+    if request.config is None or os.path.exists(os.path.join(request.workdir, "results.json")):
+      logging.info("reusing the %s run in %s", request.name, request.workdir)
+      continue
+    if _has_checkpoint(workdir) and not _has_checkpoint(request.workdir):
+      raise FileNotFoundError(
+          f"the run in {workdir!r} has checkpoints but its {request.name} run "
+          f"{request.workdir!r} is missing; restore it, or point the method at another one")
+    logging.info("the %s run in %s is not finished: training it first (%s, %d epochs)",
+                 request.name, request.workdir, request.config.method.name,
+                 request.config.num_epochs)
+    train_and_evaluate(request.config, request.workdir)
+  attach_prerequisites(method, config, workdir)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, checkpoints, evaluates; returns the content of results.json.
 
@@ -201,11 +230,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                0 if exp.validation is None else len(exp.validation), len(exp.test), spe,
                exp.mesh.size)
 
-  exp.method.setup(config, workdir)
+  finish_prerequisites(exp.method, config, workdir)
   state = init_state(exp)
   train_images, train_labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh)
+  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
   shapes = metric_shapes(step_fn, state, train_images, train_labels, permutation_of(0))
   sums = jax.device_put(init_sums(shapes), state.step.sharding)
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}

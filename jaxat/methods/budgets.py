@@ -1,0 +1,41 @@
+"""The budget role: which ε, step size and step count each training example is attacked with.
+
+Budgets are `jaxat.attacks.budget.Budget` values (scalars, or (B,) arrays for per-example
+rules) in [0,1] pixel units, computed inside the jitted step from the `StepInfo`, so a
+changing budget never recompiles.
+
+- fixed: (attack.eps, attack.step_size, attack.num_steps) at every step.
+- ramp (`attack.ramp_epochs` = R > 0): ε and the step size grow linearly from 0 to their
+  configured values over the first R epochs, per iteration — scale = min(1, (s + 1) /
+  (R · steps_per_epoch)) at 0-based global step s — then stay fixed. This is the SVHN
+  warm-up of N-FGSM (ε and α over 5 epochs) and GradAlign (the step over 5 epochs; with a
+  zero start the first step is clipped to ε, so ramping both is the same attack).
+  The step count is not ramped.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from jaxat.attacks.budget import Budget
+from jaxat.methods.base import StepContext, StepInfo
+
+
+def ramp_scale(info: StepInfo, ctx: StepContext, ramp_epochs: int):
+  """min(1, (step + 1) / (ramp_epochs · steps_per_epoch)) as a float32 scalar; 1 when
+  ramp_epochs = 0."""
+  if ramp_epochs <= 0:
+    return jnp.ones((), jnp.float32)
+  progress = (info.step.astype(jnp.float32) + 1.0) / float(ramp_epochs * ctx.steps_per_epoch)
+  return jnp.minimum(1.0, progress)
+
+
+def training_budget(cfg: ml_collections.ConfigDict, ctx: StepContext,
+                    info: StepInfo | None) -> Budget:
+  """The budget of a training-time attack config (`maximizer.attack_config`) at `info`
+  (None: the fixed budget, for callers outside the training step)."""
+  if info is None or cfg.ramp_epochs <= 0:
+    return Budget(cfg.eps, cfg.step_size, cfg.num_steps)
+  scale = ramp_scale(info, ctx, cfg.ramp_epochs)
+  return Budget(scale * cfg.eps, scale * cfg.step_size, cfg.num_steps)
