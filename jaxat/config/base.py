@@ -60,6 +60,12 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
       num_test_examples=0,  # per-epoch monitor on the first N test examples; 0 = all
       final_attacks="clean,pgd20",
   ))
+  c.train = ml_collections.ConfigDict(dict(
+      overfitting_guard="off",  # off | warn | stop (jaxat/train/overfitting_guard.py)
+      guard_examples=512,       # fixed training images probed by PGD after every epoch
+      guard_pgd_steps=5,        # PGD steps of the probe (eval.eps, eval.step_size)
+      guard_drop=0.2,           # collapse = probe accuracy fell by more than this since the last epoch
+  ))
   c.checkpoint = ml_collections.ConfigDict(dict(keep=2))
   c.log = ml_collections.ConfigDict(dict(progress="auto"))  # auto | bar | plain | none
   return c

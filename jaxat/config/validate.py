@@ -12,6 +12,7 @@ from jaxat.models.forward import validate_bn_mode
 
 SCHEDULES = ("constant", "piecewise", "multistep", "onecycle", "cyclic")
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
+GUARD_MODES = ("off", "warn", "stop")
 # Computed by the training loop's own evaluator (pgd20 with the run's eval.step_size); any
 # other item of eval.final_attacks goes through the evaluation suite (jaxat/eval/robustness.py).
 FINAL_ATTACKS = ("clean", "pgd20")
@@ -25,6 +26,19 @@ def _positive_int(value, field: str) -> None:
 def _non_negative_int(value, field: str) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value < 0:
     raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
+
+
+def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
+  """`cfg` is `config.train` (the catastrophic-overfitting guard,
+  jaxat/train/overfitting_guard.py)."""
+  if cfg.overfitting_guard not in GUARD_MODES:
+    raise ValueError(f"unknown train.overfitting_guard {cfg.overfitting_guard!r}; valid "
+                     f"choices: {', '.join(GUARD_MODES)}")
+  for field in ("guard_examples", "guard_pgd_steps"):
+    _positive_int(cfg[field], f"train.{field}")
+  if not 0.0 < cfg.guard_drop <= 1.0:
+    raise ValueError(f"train.guard_drop is an accuracy drop in (0, 1] (0.2 = 20 points), got "
+                     f"{cfg.guard_drop!r}")
 
 
 def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -50,6 +64,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   if c.augment.padding_mode not in ("zero", "reflect"):
     raise ValueError(f"unknown augment.padding_mode {c.augment.padding_mode!r}; valid choices: zero, reflect")
   validate_model_config(c.model)
+  validate_guard_config(c.train)
 
   o = c.optimizer
   if not 0.0 <= o.momentum < 1.0:

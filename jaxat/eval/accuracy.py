@@ -62,7 +62,8 @@ def put_split(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) -> 
 
 def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
   """jitted (params, batch_stats, images, labels, num_examples, batch_index, key) ->
-  (clean_correct, pgd_correct, valid), each (batch_size,) bool."""
+  (clean_correct, pgd_correct, valid, clean_prediction), each (batch_size,): three bool,
+  the last int32 (the argmax class on the clean input)."""
   data = sharding.batch_sharded(mesh)
 
   def evaluate_batch(params, batch_stats, images, labels, num_examples, batch_index, key):
@@ -75,23 +76,29 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
     def logits_fn(inputs):
       return model.logits(params, batch_stats, inputs, spec.bn_mode)
 
-    clean_correct = jnp.argmax(logits_fn(x), axis=-1) == y
+    clean_prediction = jnp.argmax(logits_fn(x), axis=-1).astype(jnp.int32)
+    clean_correct = clean_prediction == y
     objective = pgd_lib.from_logits_fn(logits_fn, losses.cross_entropy, y)
     result = pgd_lib.pgd(objective, x, y, jax.random.fold_in(key, batch_index),
                          Budget(spec.eps, spec.step_size, spec.num_steps),
                          max_steps=spec.num_steps, init="uniform", norm="linf")
     # A point that is wrong on clean input is never counted as robust.
-    return clean_correct, clean_correct & result.correct, valid
+    return clean_correct, clean_correct & result.correct, valid, clean_prediction
 
   return jax.jit(evaluate_batch)
 
 
 def evaluate_split(evaluator, params: Any, batch_stats: Any, split: DeviceSplit,
                    key: jax.Array) -> dict[str, Any]:
-  """Per-example correctness over a split; returns fractions and the boolean arrays."""
+  """Per-example correctness over a split; returns fractions, the boolean arrays, the clean
+  predictions and `top_prediction_share`: the fraction of examples assigned to the most
+  predicted class (1.0 = the model predicts one class for everything)."""
   outputs = [evaluator(params, batch_stats, split.images, split.labels, split.num_examples, i, key)
              for i in range(split.num_batches)]
-  clean, robust, valid = (np.concatenate(parts) for parts in zip(*jax.device_get(outputs)))
-  clean, robust = clean[valid], robust[valid]
+  clean, robust, valid, predictions = (np.concatenate(parts)
+                                       for parts in zip(*jax.device_get(outputs)))
+  clean, robust, predictions = clean[valid], robust[valid], predictions[valid]
+  share = float(np.bincount(predictions).max() / len(predictions)) if len(predictions) else 0.0
   return {"clean_acc": float(clean.mean()), "pgd_acc": float(robust.mean()),
-          "clean_correct": clean, "pgd_correct": robust, "num_examples": int(valid.sum())}
+          "clean_correct": clean, "pgd_correct": robust, "clean_predictions": predictions,
+          "top_prediction_share": share, "num_examples": int(valid.sum())}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-INIT, PERMUTATION, STEP, EVAL, VALIDATION, FINAL_EVAL = range(6)
+INIT, PERMUTATION, STEP, EVAL, VALIDATION, FINAL_EVAL, GUARD = range(7)
 
 
 def root_key(seed: int) -> jax.Array:

@@ -23,6 +23,7 @@ from absl import logging
 from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting
+from jaxat.train import overfitting_guard
 from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
@@ -113,6 +114,14 @@ class _Evaluators:
     self.test = put_split(exp.test.images, exp.test.labels, batch, exp.mesh)
     self.validation = (None if exp.validation is None else
                        put_split(exp.validation.images, exp.validation.labels, batch, exp.mesh))
+    t = exp.config.train
+    self.guard = self.guard_split = None
+    if t.overfitting_guard != "off":
+      self.guard = make_batch_evaluator(
+          exp.model, PGDSpec(e.eps, e.step_size, t.guard_pgd_steps, e.bn_mode), batch, exp.mesh)
+      count = min(t.guard_examples, len(exp.train))
+      self.guard_split = put_split(exp.train.images[:count], exp.train.labels[:count], batch,
+                                   exp.mesh)
 
 
 def _weights(state: TrainState, which: str):
@@ -175,6 +184,33 @@ def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
     results["best"] = {"step": int(best.step), "epoch": best_meta.get("epoch"),
                        "val_pgd_acc": best_meta.get("best_val_pgd_acc"), **evaluate(best)}
   return results
+
+
+# A model that puts this share of the monitor images into one class has collapsed (on
+# balanced test data a working classifier is far below it; chance is 1 / num_classes).
+CONSTANT_PREDICTION_SHARE = 0.9
+
+
+def _warn_on_constant_predictions(monitor: dict, num_classes: int, epoch: int) -> None:
+  """Logs a warning when the model predicts (almost) one class for every test image: the
+  symptom of a collapsed run (dead features), which accuracy alone reads as 'near chance'."""
+  share = monitor["top_prediction_share"]
+  if num_classes > 1 and share >= CONSTANT_PREDICTION_SHARE:
+    top = int(np.bincount(monitor["clean_predictions"]).argmax())
+    logging.warning("epoch %d: the model predicts class %d for %.0f%% of the monitor test "
+                    "images; training has collapsed (docs/architecture.md#batchnorm-modes "
+                    "explains the usual cause: attacks against stale running statistics)",
+                    epoch, top, 100 * share)
+
+
+def _keep_last_good_as_best(checkpointer: Checkpointer, state: TrainState, sums,
+                            has_validation: bool) -> None:
+  """On a guarded stop: the last saved checkpoint (the epoch before the collapse) becomes
+  `best`, unless a validation split already selects `best` (module overfitting_guard)."""
+  if has_validation or checkpointer.latest_step() is None:
+    return
+  good_state, good_sums, good_meta = checkpointer.restore_last(state, sums)
+  checkpointer.save_best(int(good_state.step), good_state, good_sums, good_meta)
 
 
 def _has_checkpoint(workdir: str) -> bool:
@@ -253,7 +289,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   progress = reporting.Progress(config.log.progress, exp.total_steps, start_step, config.batch_size)
   run_watch = reporting.Stopwatch()
   step = start_step
-  for epoch in range(step // spe, num_epochs):
+  guard_mode = config.train.overfitting_guard
+  first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
+  for epoch in range(first_epoch, num_epochs):
     permutation = permutation_of(epoch)
     epoch_watch = reporting.Stopwatch()
     steps_run = 0
@@ -283,7 +321,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       monitor = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
                                evaluators.monitor_test, eval_key)
       steps_tag = f"pgd{config.eval.pgd_steps}"
-      record.update({"test_clean_acc": monitor["clean_acc"], f"test_{steps_tag}_acc": monitor["pgd_acc"]})
+      record.update({"test_clean_acc": monitor["clean_acc"], f"test_{steps_tag}_acc": monitor["pgd_acc"],
+                     "test_top_prediction_share": monitor["top_prediction_share"]})
+      _warn_on_constant_predictions(monitor, exp.ctx.num_classes, epoch + 1)
       if evaluators.validation is not None:
         val = evaluate_split(evaluators.monitor, state.params, state.batch_stats,
                              evaluators.validation,
@@ -292,6 +332,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
           meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
           checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
+    stop = False
+    if evaluators.guard is not None:
+      probe = evaluate_split(evaluators.guard, state.params, state.batch_stats,
+                             evaluators.guard_split,
+                             jax.random.fold_in(keys.stream(config.seed, keys.GUARD), epoch))
+      record["guard_train_pgd_acc"] = probe["pgd_acc"]
+      if overfitting_guard.collapsed(meta.get("guard_previous_acc"), probe["pgd_acc"],
+                                     config.train.guard_drop):
+        record["overfitting_guard"] = overfitting_guard.COLLAPSE
+        logging.warning("catastrophic overfitting after epoch %d: PGD-%d accuracy on %d training "
+                        "images fell from %.3f to %.3f%s", epoch + 1, config.train.guard_pgd_steps,
+                        evaluators.guard_split.num_examples, meta["guard_previous_acc"],
+                        probe["pgd_acc"], "; stopping (train.overfitting_guard=stop)"
+                        if guard_mode == "stop" else "")
+        stop = guard_mode == "stop"
+      meta["guard_previous_acc"] = probe["pgd_acc"]
+    if stop:
+      _keep_last_good_as_best(checkpointer, state, sums, evaluators.validation is not None)
+      meta["guard_stopped_epoch"] = epoch + 1
     elapsed = run_watch.elapsed()
     done = step - start_step
     seconds_left = elapsed / done * (exp.total_steps - step) if done else None
@@ -300,6 +359,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sums = jax.device_put(init_sums(shapes), state.step.sharding)
     meta["epoch"] = epoch + 1
     checkpointer.save_last(step, state, sums, dict(meta))
+    if stop:
+      break
   progress.close()
   if sigterm.raised:
     checkpointer.close()
