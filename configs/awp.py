@@ -5,7 +5,7 @@ cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds, and
 for TRADES-AWP (default: `pgd_at`, AT-AWP). The base method is chosen here because its
 fields (e.g. `method.beta`) differ; the AWP fields are `method.weight_perturbation.*`.
 
-AT-AWP (csdongxian/AWP AT_AWP/train_cifar10.py, methods.md §9.4): the Rice PGD-AT recipe
+AT-AWP (csdongxian/AWP AT_AWP/train_cifar10.py, docs/baselines.md#awp): the Rice PGD-AT recipe
 of configs/pgd_at.py — PreAct ResNet-18 with the final BN+ReLU, CIFAR normalisation inside
 the model, PGD-10 (2/255, uniform start, train-mode BatchNorm), SGD momentum 0.9, wd 5e-4,
 batch 128, 200 epochs, piecewise lr 0.1 (x0.1 at 50% and 75%, fractional epochs), best
