@@ -35,11 +35,12 @@ LABELS = np.array([0, 0, 1, 1, 0, 1], np.int32)   # class 2 is absent from the b
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearModel:
-  """features F(x) = flatten(x)·W, logits f(x) = F(x)·V; no BatchNorm, so every mode is the
-  same function and the input gradients are closed-form."""
+  """features F(x) = (flatten(x) − 0.5)·W, logits f(x) = F(x)·V; no BatchNorm, so every
+  mode is the same function and the input gradients are closed-form. (Centring keeps the
+  logits of mid-grey images near 0, so softmax does not saturate.)"""
 
   def __call__(self, params, batch_stats, x, mode):
-    features = x.reshape(x.shape[0], -1) @ params["W"]
+    features = (x.reshape(x.shape[0], -1) - 0.5) @ params["W"]
     return features @ params["V"], features, batch_stats
 
   def logits(self, params, batch_stats, x, mode="eval"):
@@ -79,6 +80,15 @@ def f64(tree):
   return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
+def features_of(params, x):
+  """F(x) of LinearModel in float64 numpy."""
+  return (x.reshape(len(x), -1) - 0.5) @ params["W"]
+
+
+def probs_of(params, x):
+  return softmax(features_of(params, x) @ params["V"])
+
+
 # --- UIAT: the class-wise universal step with beta > 0 -----------------------------------
 
 
@@ -90,9 +100,8 @@ def expected_universal_step(params, x, x_adv, labels, z, beta, step_size, eps, r
   with β' = β ('sum' over feature dims) or β/D ('mean').
   """
   W, V = params["W"], params["V"]
-  flat = lambda a: a.reshape(a.shape[0], -1)
   x_inv = x + z[labels]
-  f_inv, f_clean, f_adv = flat(x_inv) @ W, flat(x) @ W, flat(x_adv) @ W
+  f_inv, f_clean, f_adv = (features_of(params, a) for a in (x_inv, x, x_adv))
   ce_grad_features = (softmax(f_inv @ V) - one_hot(labels)) @ V.T
   scale = beta if reduction == "sum" else beta / FEATURES
   feature_grad = scale * (np.sign(f_inv - f_clean) - np.sign(f_inv - f_adv))
@@ -146,8 +155,7 @@ def test_the_target_is_the_prediction_at_the_updated_universal_perturbation():
   _, params, batch, _, prepared, new_state = uiat_prepare(UIAT)
   p, x = f64(params), f64(batch.images)
   x_inv = x + np.asarray(new_state["universal"], np.float64)[np.asarray(batch.labels)]
-  expected = softmax(x_inv.reshape(len(x), -1) @ p["W"] @ p["V"])
-  np.testing.assert_allclose(np.asarray(prepared["target"]), expected, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(prepared["target"]), probs_of(p, x_inv), rtol=0, atol=1e-6)
 
 
 def test_momentum_mixes_gamma_of_the_stored_target_from_epoch_T_on():
@@ -163,8 +171,7 @@ def test_momentum_mixes_gamma_of_the_stored_target_from_epoch_T_on():
     _, params, batch, _, prepared, new_state = uiat_prepare(UIAT, epoch=epoch, state_edit=fill)
     p, x = f64(params), f64(batch.images)
     x_inv = x + np.asarray(new_state["universal"], np.float64)[np.asarray(batch.labels)]
-    fresh = softmax(x_inv.reshape(len(x), -1) @ p["W"] @ p["V"])
-    targets[epoch] = (np.asarray(prepared["target"]), fresh)
+    targets[epoch] = (np.asarray(prepared["target"]), probs_of(p, x_inv))
   np.testing.assert_allclose(targets[74][0], targets[74][1], atol=1e-6)
   np.testing.assert_allclose(targets[75][0], 0.9 * stored + 0.1 * targets[75][1], atol=1e-6)
 
@@ -173,12 +180,10 @@ def test_one_off_target_is_the_clean_prediction_before_T_prime_and_inverse_at_T_
   """Eq. 10 with T' = 80 of 100 epochs."""
   _, params, batch, _, before, _ = uiat_prepare(UIATOneOff, epoch=79)
   p, x = f64(params), f64(batch.images)
-  np.testing.assert_allclose(np.asarray(before["target"]),
-                             softmax(x.reshape(len(x), -1) @ p["W"] @ p["V"]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(before["target"]), probs_of(p, x), atol=1e-6)
   _, _, _, _, at, new_state = uiat_prepare(UIATOneOff, epoch=80)
   x_inv = x + np.asarray(new_state["universal"], np.float64)[np.asarray(batch.labels)]
-  np.testing.assert_allclose(np.asarray(at["target"]),
-                             softmax(x_inv.reshape(len(x), -1) @ p["W"] @ p["V"]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(at["target"]), probs_of(p, x_inv), atol=1e-6)
 
 
 # --- TRADES / MART / HAT: attack start and ascent direction ------------------------------
@@ -195,7 +200,7 @@ def prepared_attack(method_cls, step_size, num_steps=1, seed=0):
   method_cls.validate(cfg)
   method = method_cls(cfg)
   ctx = context(BIG_SHAPE, num_train=len(BIG_LABELS))
-  params = linear_params(seed, input_dim=int(np.prod(BIG_SHAPE)), feature_scale=0.2)
+  params = linear_params(seed, input_dim=int(np.prod(BIG_SHAPE)), feature_scale=0.5)
   batch = interior_batch(seed + 1, BIG_SHAPE, BIG_LABELS)
   state = {}
   if method_cls is HAT:
@@ -222,20 +227,38 @@ def kl_rows(p, q):
   return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
 
 
+def kl_input_gradient(clean_probs, adv_probs, M):
+  """d/dx' Σ_i KL(p(x_i) || softmax(x'_i M)) = M·(softmax(x'M) − p(x)) per example."""
+  return (adv_probs - clean_probs) @ M.T
+
+
+def swapped_kl_input_gradient(clean_probs, adv_probs, M):
+  """The gradient of the wrong objective KL(p(x') || p(x)): q ⊙ (log q − log p − KL) per row."""
+  kl = kl_rows(adv_probs, clean_probs)[:, None]
+  return (adv_probs * (np.log(adv_probs) - np.log(clean_probs) - kl)) @ M.T
+
+
 @pytest.mark.parametrize("method_cls", [TRADES, HAT], ids=["trades", "hat"])
-def test_first_kl_step_is_the_signed_gradient_of_kl_clean_to_adversarial(method_cls):
+def test_kl_attack_steps_are_signed_gradients_of_kl_clean_to_adversarial(method_cls):
+  """The first two steps. Near x both KL directions agree to first order, so the second
+  step, taken where p(x') is far from p(x), is what tells KL(p(x) || p(x')) from the
+  swapped KL(p(x') || p(x))."""
   cfg, x, x_start, p = prepared_attack(method_cls, step_size=0.0)
-  step = 0.5 * cfg.attack.eps
-  _, _, x_one_step, _ = prepared_attack(method_cls, step_size=step)
+  eps, step = cfg.attack.eps, cfg.attack.eps
   M = p["W"] @ p["V"]
   flat = lambda a: a.reshape(len(a), -1)
-  clean, start = softmax(flat(x) @ M), softmax(flat(x_start) @ M)
-  # d/dx' Σ_i KL(p(x_i) || softmax(x'_i M)) = M·(softmax(x'M) − p(x)) per example.
-  grad = (start - clean) @ M.T
-  expected = np.clip(np.clip(flat(x_start) + step * np.sign(grad), flat(x) - cfg.attack.eps,
-                             flat(x) + cfg.attack.eps), 0, 1)
-  np.testing.assert_allclose(flat(x_one_step), expected, rtol=0, atol=1e-6)
-  assert np.all(kl_rows(clean, softmax(flat(x_one_step) @ M)) > kl_rows(clean, start))
+  clean = probs_of(p, x)
+  point = flat(x_start)
+  for num_steps in (1, 2):
+    adv = probs_of(p, point)
+    grad = kl_input_gradient(clean, adv, M)
+    expected = np.clip(np.clip(point + step * np.sign(grad), flat(x) - eps, flat(x) + eps), 0, 1)
+    _, _, x_steps, _ = prepared_attack(method_cls, step_size=step, num_steps=num_steps)
+    np.testing.assert_allclose(flat(x_steps), expected, rtol=0, atol=1e-6)
+    assert np.all(kl_rows(clean, probs_of(p, x_steps)) > kl_rows(clean, adv))
+    point = expected
+  # At the second step the swapped objective would move some pixels the other way.
+  assert np.any(np.sign(swapped_kl_input_gradient(clean, adv, M)) != np.sign(grad))
 
 
 def test_mart_first_step_ascends_the_cross_entropy():
@@ -244,7 +267,7 @@ def test_mart_first_step_ascends_the_cross_entropy():
   _, _, x_one_step, _ = prepared_attack(MART, step_size=step)
   M = p["W"] @ p["V"]
   flat = lambda a: a.reshape(len(a), -1)
-  grad = (softmax(flat(x_start) @ M) - one_hot(BIG_LABELS)) @ M.T
+  grad = (probs_of(p, x_start) - one_hot(BIG_LABELS)) @ M.T
   expected = np.clip(flat(x_start) + step * np.sign(grad), flat(x) - cfg.attack.eps,
                      flat(x) + cfg.attack.eps)
   np.testing.assert_allclose(flat(x_one_step), expected, rtol=0, atol=1e-6)
