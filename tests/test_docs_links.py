@@ -1,4 +1,4 @@
-"""Every `docs/<page>.md#<anchor>` cited in the code exists, and nothing cites the design
+"""Every `docs/<page>.md#<anchor>` cited in the code or the README exists, and nothing cites the design
 notes that live outside the repository (their content is in docs/)."""
 
 import re
@@ -47,6 +47,7 @@ def anchors_of(page: Path) -> set[str]:
 
 
 def scanned_files():
+  yield ROOT / "README.md"
   for folder in SCANNED_FOLDERS:
     for path in sorted((ROOT / folder).rglob("*")):
       if path.suffix in SCANNED_SUFFIXES and path.is_file() and path.resolve() != THIS_FILE:
