@@ -11,7 +11,7 @@ family (jaxat/methods/awp.py, AWP_FAMILY): e.g. `configs/awp.py:cifar10,uiat` is
 paper recipe with gamma 0.01, proxy lr 0.01, no warm-up — a combination no published code
 runs.
 
-AT-AWP (csdongxian/AWP AT_AWP/train_cifar10.py, methods.md §9.4): the Rice PGD-AT recipe
+AT-AWP (csdongxian/AWP AT_AWP/train_cifar10.py, docs/baselines.md#awp): the Rice PGD-AT recipe
 of configs/pgd_at.py — PreAct ResNet-18 with the final BN+ReLU, CIFAR normalisation inside
 the model, PGD-10 (2/255, uniform start, train-mode BatchNorm), SGD momentum 0.9, wd 5e-4,
 batch 128, 200 epochs, piecewise lr 0.1 (x0.1 at 50% and 75%, fractional epochs), best

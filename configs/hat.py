@@ -8,7 +8,8 @@ the same dataset>`; left empty, the run first trains its helper in `<workdir>/he
 this config and the standard method for `method.helper_epochs` epochs (logged; reused or
 resumed when the command is run again).
 
-cifar10 — the README recipe (imrahulr/hat train.py defaults, methods.md §9.5): ResNet-18,
+cifar10 — the README recipe (imrahulr/hat train.py defaults,
+docs/baselines.md#hat): ResNet-18,
 no input normalisation, crop 4 (zero padding) + flip, TRADES KL attack (0.001·N start,
 10 x 2/255, eps 8/255, eval-mode BatchNorm), h 2, beta 2.5, gamma 0.5, SGD Nesterov
 momentum 0.9, wd 5e-4, batch 128, 50 epochs, OneCycle lr (max 0.21, pct_start 0.25, per

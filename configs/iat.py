@@ -6,7 +6,7 @@ momentum unless `--config.method.momentum=True`. See jaxat/methods/uiat.py.
 
 Presets (`--config=configs/iat.py:<args>`): digits (default), synthetic, cifar10,
 cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds. The real-data
-presets follow the paper's recipe (uiat.md §9; see configs/uiat.py).
+presets follow the paper's recipe (docs/inverse_adversarial_training.md#training-recipe).
 
 Published: Table 6 row 1 (CIFAR-10, ResNet-18, IAT without UAG/FR/IAM, i.e. with
 `--config.method.inverse.beta=0`): 83.97 clean / 53.98 PGD-20 / 48.33 AA. Table 2 cost:

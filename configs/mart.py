@@ -4,7 +4,8 @@ Presets (`--config=configs/mart.py:<args>`): digits (default), synthetic, cifar1
 cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds, and
 `resnet18` for the official ResNet-18 script instead of the WRN-34-10 one.
 
-cifar10 — the official recipe (YisenWang/MART train_wideresnet.py, methods.md §9.3):
+cifar10 — the official recipe (YisenWang/MART train_wideresnet.py,
+docs/baselines.md#mart):
 WRN-34-10, no input normalisation, crop 4 (zero padding) + flip, CE PGD attack (0.001·N
 start, 10 x 0.007, eps 0.031, eval-mode BatchNorm), beta 6, SGD momentum 0.9, wd 7e-4,
 batch 128, 90 epochs (the argparse default), lr 0.1 x0.1 from epoch 75 and x0.01 from
@@ -34,7 +35,7 @@ PGD-20 / 50.43 CW / 48.04 AA; CIFAR-100 54.78 / 28.79 / 26.15 / 24.58; SVHN 89.8
 from jaxat.config import base, presets
 
 def apply_mart_recipe(c, dataset: str, variant) -> None:
-  """YisenWang/MART on top of the Rice preset's evaluation settings (methods.md §9.3)."""
+  """YisenWang/MART on top of the Rice preset's evaluation settings (docs/baselines.md#mart)."""
   presets.apply_rice_recipe(c, dataset)
   c.batch_size = 128
   c.optimizer.update(momentum=0.9, nesterov=False)

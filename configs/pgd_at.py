@@ -3,7 +3,7 @@ r"""PGD adversarial training (Madry et al. 2018), the Rice et al. recipe.
 Presets (`--config=configs/pgd_at.py:<args>`): digits (default), synthetic, cifar10,
 cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds.
 
-cifar10 (methods.md §9.1, locuslab/robust_overfitting): PreAct ResNet-18 with the final
+cifar10 (docs/baselines.md#pgd-at, locuslab/robust_overfitting): PreAct ResNet-18 with the final
 BN+ReLU, CIFAR-10 normalisation inside the model, PGD-10 (eps 8/255, step 2/255, uniform
 start, train-mode BatchNorm during the attack), SGD momentum 0.9, wd 5e-4, batch 128,
 200 epochs, piecewise lr 0.1 -> 0.01 at 50% -> 0.001 at 75% (fractional epoch), best

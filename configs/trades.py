@@ -3,7 +3,8 @@ r"""TRADES (Zhang et al. 2019): CE(f(x), y) + beta·KL(p(x) || p(x_adv)), beta =
 Presets (`--config=configs/trades.py:<args>`): digits (default), synthetic, cifar10,
 cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds.
 
-cifar10 — the official recipe (yaodongyu/TRADES train_trades_cifar10.py, methods.md §9.2):
+cifar10 — the official recipe (yaodongyu/TRADES train_trades_cifar10.py,
+docs/baselines.md#trades):
 WRN-34-10, no input normalisation, crop 4 (zero padding) + flip, KL attack (0.001·N start,
 10 x 0.007, eps 0.031, eval-mode BatchNorm), SGD momentum 0.9, wd 2e-4, batch 128, 76 epochs,
 lr 0.1 x0.1 from epoch 75 (1-based, per epoch; the code's later decays at 90 and 100 are
@@ -15,7 +16,7 @@ the cifar10 recipe with the SVHN changes of the official Rice / AT-AWP SVHN reci
 cifar10_subset — the common jaxat recipe of configs/pgd_at.py (PreAct ResNet-18, Rice
 schedule, 30 epochs) with TRADES' loss and attack, so it compares with the other methods.
 Common re-implementations (Rice README, Bag-of-Tricks#3, Jia et al.) train 100 or 110
-epochs with decays at 75/90 or 100/105 instead (methods.md §9.2).
+epochs with decays at 75/90 or 100/105 instead (docs/baselines.md#trades).
 
 Published numbers (CIFAR-10, eps 8/255): UIAT Table 1 (ResNet-18, `--config.model.name=
 resnet18`): 82.45 clean / 52.21 PGD-20 / 50.29 CW / 48.88 AA; CIFAR-100 54.36 / 27.49 /
@@ -32,7 +33,7 @@ from jaxat.config import base, presets
 
 
 def apply_trades_recipe(c, dataset: str) -> None:
-  """yaodongyu/TRADES on top of the Rice preset's evaluation settings (methods.md §9.2)."""
+  """yaodongyu/TRADES on top of the Rice preset's evaluation settings (docs/baselines.md#trades)."""
   presets.apply_rice_recipe(c, dataset)
   c.model.update(name="wide_resnet", depth=34, width=10, normalization="none")
   c.num_epochs = 76

@@ -3,12 +3,14 @@ r"""UIAT: universal inverse adversarial training (Dong et al., CVPR 2023, Algori
 Class-wise universal inverse perturbations (one signed step of 4/255 per batch inside the
 4/255 ball, feature regularisation β = 1), inverse adversary momentum (γ = 0.9 from 75% of
 training), loss CE(f(x̂), y) + λ·KL(p̄ ‖ p(x̂)) with λ = 3.5 (3.0 on SVHN). See
-jaxat/methods/uiat.py for every switch and specs/uiat.md for the decisions.
+jaxat/methods/uiat.py for every switch and docs/inverse_adversarial_training.md for the
+decisions.
 
 Presets (`--config=configs/uiat.py:<args>`): digits (default), synthetic, cifar10,
 cifar10_subset, cifar100, svhn; add `smoke` to shrink everything to seconds. The real-data
-presets follow the paper (uiat.md §9): ResNet-18, SGD Nesterov 0.9, wd 5e-4, batch 128,
-one-cycle lr max 0.1, 100 epochs (SVHN 30), PGD-10 eps 8/255 step 2/255 (SVHN 1/255).
+presets follow the paper (docs/inverse_adversarial_training.md#training-recipe):
+ResNet-18, SGD Nesterov 0.9, wd 5e-4, batch 128, one-cycle lr max 0.1, 100 epochs (SVHN
+30), PGD-10 eps 8/255 step 2/255 (SVHN 1/255).
 
 Published (Table 1, ResNet-18, eps 8/255): CIFAR-10 85.01 clean / 54.63 PGD-20 / 51.10 CW /
 49.11 AA; CIFAR-100 59.55 / 30.81 / 28.05 / 25.73; SVHN 93.28 / 58.18 / 55.49 / 52.45.

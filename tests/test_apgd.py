@@ -1,5 +1,5 @@
 """APGD / APGD-T: the step-size checkpoint schedule and halving rule of the reference
-(autoattack.md §2), the analytic optimum of affine models, and agreement with the
+(docs/evaluation.md#apgd-ce-and-apgd-t), the analytic optimum of affine models, and agreement with the
 reference goldens (APGD-CE and APGD-T from an injected start)."""
 
 from pathlib import Path

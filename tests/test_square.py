@@ -1,7 +1,7 @@
 """Tests for the Square attack (jaxat.attacks.square).
 
-Known answers: the p schedule and window sides of the reference (autoattack.md §5.2-5.3),
-the L-inf stripe start, the L2 eta pattern (closed form of §5.6), few-iteration
+Known answers: the p schedule and window sides of the reference (docs/evaluation.md#square),
+the L-inf stripe start, the L2 eta pattern (in closed form), few-iteration
 trajectories with injected draws re-derived in numpy, and invariants (monotone margin,
 early exit, ball and box, determinism, inactive rows).
 """
@@ -80,7 +80,7 @@ def test_linf_stripe_start_layout():
 
 
 def closed_form_rect(rows, cols):
-  """§5.6: entry (i,j) = sum_{k = max(|i - rows//2|, |j - cols//2|)}^{K-1} 1/(k+1)^2."""
+  """The L2 pattern in closed form: entry (i,j) = sum_{k = max(|i - rows//2|, |j - cols//2|)}^{K-1} 1/(k+1)^2."""
   top, left = rows // 2, cols // 2
   limit = max(top, left) + 1
   rect = np.array([[sum(1 / (k + 1) ** 2 for k in range(max(abs(i - top), abs(j - left)), limit))
@@ -159,7 +159,8 @@ def image_l2(delta):
 
 
 def numpy_square(norm, x, y, eps, draws, n_queries, p_init, numpy_margin):
-  """The reference loop of §5.1, §5.5 and §5.7, written out in float64 numpy."""
+  """The reference loop (margin acceptance, L-inf and L2 updates), written out in float64
+  numpy."""
   batch, height, width, channels = x.shape
   x = x.astype(np.float64)
   if norm == "linf":

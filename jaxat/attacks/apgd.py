@@ -1,11 +1,12 @@
 """APGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
 of diverse parameter-free attacks", Alg. 1) and APGD-T, as in the reference `autoattack`
-package (fra31/auto-attack @ a392200; specs/autoattack.md §2-§3).
+package (fra31/auto-attack @ a392200;
+docs/evaluation.md#apgd-ce-and-apgd-t).
 
 Official behaviour throughout (it differs from the paper in two places, both kept):
   * the first step-size checkpoint compares the loss of the first iterate with 0, not with
     the loss of the start point: the reference indexes `loss_steps[-1]` of a zero-filled
-    array (reproduced with `jnp.roll`, §2.4);
+    array (reproduced with `jnp.roll`);
   * the returned adversarial example is the *last* misclassified iterate, not the first.
 
 One run (`apgd`), per example b, with x^0 the start point, eta = 2 eps, alpha = 0.75:
@@ -302,7 +303,7 @@ def apgd_targeted(logits_fn: LogitsFn,
                   n_target_classes: int = 9,
                   rho: float = 0.75,
                   active: jax.Array | None = None) -> APGDResult:
-  """APGD-T (§3): one targeted-DLR run toward each of the classes ranked 2 .. n+1 by the
+  """APGD-T: one targeted-DLR run toward each of the classes ranked 2 .. n+1 by the
   clean logits; an example fooled by one target skips the later ones (its returned point
   is the one that fooled it). Each target draws a fresh start from fold_in(key, rank).
 

@@ -1,4 +1,4 @@
-"""The attack ensemble: AutoAttack's pipeline (Croce & Hein 2020; autoattack.md §1) over
+"""The attack ensemble: AutoAttack's pipeline (Croce & Hein 2020; docs/evaluation.md#pipeline) over
 any list of attacks, with fixed compiled shapes.
 
 Attacks run in order, each only on the points that are still robust, always from the

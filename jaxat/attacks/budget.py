@@ -1,7 +1,7 @@
 """The attack budget: per-example radius, step size and step count.
 
 A budget answers "which epsilon, step size and number of steps for each example?" (the
-*budget* role of specs/architecture.md). Fixed-budget methods give scalars; ECAS and LAS-AT
+*budget* role of docs/architecture.md#roles). Fixed-budget methods give scalars; ECAS and LAS-AT
 give arrays of shape (B,). Radii and step sizes are in [0,1] pixel units (8/255 ≈ 0.0314).
 """
 

@@ -1,6 +1,6 @@
 """Signs of gradient masking and misuse, modelled on AutoAttack's `checks.py`
-(autoattack.md §1.2, §8.5): each check returns warning strings (empty when all is well);
-nothing raises. The evaluator writes them to the report's JSON and to the log.
+(docs/evaluation.md#gradient-masking-checks): each check returns warning strings (empty
+when all is well); nothing raises. The evaluator writes them to the report's JSON and to the log.
 
   probability outputs   max < 1+1e-5, min > -1e-5 and rows summing to 1 within 1e-5: the
                         model returns probabilities, not logits (CE/DLR then saturate).

@@ -2,7 +2,7 @@
 
 Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive boundary
 attack" (ICML 2020), Eq. 5-9, in the form of the official fra31/auto-attack code
-(`fab_base.py`, `fab_pt.py`; autoattack.md §4). For each of the target classes ranked
+(`fab_base.py`, `fab_pt.py`; docs/evaluation.md#fab-t). For each of the target classes ranked
 2 .. n_target_classes+1 by the clean logits, and each restart, one run of `n_iter`
 iterations starts from the clean point (restart 0) or a random start (restarts > 0):
 

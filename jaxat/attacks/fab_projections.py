@@ -8,7 +8,7 @@ closest to it.
 
 Inputs are flat rows: `points` (N, d) (an NHWC image reshaped to (N, H*W*C)), `w` (N, d)
 and `b` (N,). Both solve the official problems (fra31/auto-attack `fab_projections.py`,
-autoattack.md §4.3-4.4) with fixed shapes and keep every sentinel of the reference (exact
+docs/evaluation.md#fab-t) with fixed shapes and keep every sentinel of the reference (exact
 w != 0 test in L-inf; |w| < 1e-8, |w| > 1e-8 and the 1e12 breakpoint clamps in L2; the
 `>= 0` sign test; strict comparisons).
   L2: the official algorithm: a sort, cumulative sums, and a binary search of exactly

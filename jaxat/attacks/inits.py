@@ -48,7 +48,8 @@ def zero(key: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def scaled_uniform_linf(key: jax.Array, x: jax.Array, eps) -> jax.Array:
-  """AutoAttack's APGD L-inf start (autoattack.md §2.2): t = 2u - 1 with u ~ U[0,1)^d, then
+  """AutoAttack's APGD L-inf start (docs/evaluation.md#apgd-ce-and-apgd-t):
+  t = 2u - 1 with u ~ U[0,1)^d, then
   clip(x + eps * t / (max_i |t_i| + 1e-12), 0, 1).
 
   The noise is rescaled per example so that its largest coordinate has magnitude exactly
@@ -60,7 +61,8 @@ def scaled_uniform_linf(key: jax.Array, x: jax.Array, eps) -> jax.Array:
 
 
 def sphere_l2(key: jax.Array, x: jax.Array, eps) -> jax.Array:
-  """AutoAttack's APGD L2 start (autoattack.md §2.2): t ~ N(0, I), then
+  """AutoAttack's APGD L2 start (docs/evaluation.md#apgd-ce-and-apgd-t):
+  t ~ N(0, I), then
   clip(x + eps * t / (||t||_2 + 1e-12), 0, 1): on the sphere of radius eps before the clip."""
   t = rng.normal(key, x.shape, x.dtype)
   return clip_to_image(x + per_example(eps, x) * (t / (l2_norm(t) + 1e-12)))

@@ -41,7 +41,7 @@ def margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def negative_margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """CW-inf objective to *maximise*: -(z_y - max_{k != y} z_k), no kappa, no clamp.
 
-  This is the loss of the Jia-family CW-20 evaluator (methods.md §2.1), per example.
+  This is the loss of the Jia-family CW-20 evaluator (docs/evaluation.md#cw), per example.
   """
   return -margin(logits, labels)
 

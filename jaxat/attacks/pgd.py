@@ -15,8 +15,9 @@ None. `from_logits_fn` adapts a plain `logits_fn(x) -> logits`.
 Per-example budgets: eps, step size and step count may be (B,) arrays; the loop runs the
 static `max_steps` iterations and freezes examples whose own count is exhausted (ECAS,
 LAS-AT). With `early_stop=True` an example also stops as soon as it is misclassified at
-the current iterate (the Jia-family evaluator, methods.md §2.1: "attack succeeds if any
-iterate misclassifies"); report that variant under its own name.
+the current iterate (the Jia-family evaluator,
+docs/evaluation.md#per-example-early-stopping: "attack succeeds if any iterate
+misclassifies"); report that variant under its own name.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ L2) with a fixed objective and settings:
          random start in the ball; `restarts` keep the worst case per example.
   CW∞-k  (Carlini & Wagner's margin, as PGD): the same loop ascending
          -(z_y - max_{j != y} z_j) (no kappa, no clamp), the CW-20 of the Jia-family
-         evaluators (methods.md §2.1).
-`early_stop=True` is the per-example early-stopping variant of methods.md §2.1 (an example
-stops at the first iterate that misclassifies it): slightly stronger than plain PGD and
+         evaluators (docs/evaluation.md#cw).
+`early_stop=True` is the per-example early-stopping variant
+(docs/evaluation.md#per-example-early-stopping; an example stops at the first iterate
+that misclassifies it): slightly stronger than plain PGD and
 reported under its own name (e.g. 'pgd20_es').
 
 Shapes: x (B,H,W,C) in [0,1], labels (B,), eps and step_size scalars or (B,) in pixel

@@ -5,7 +5,7 @@ Names (case-sensitive):
   fgsm                       one eps-step on CE from x
   pgd<k>[-<r>][_es]          PGD-k on CE, uniform start, step eps/4 by default, r restarts
                              (worst case per example); _es = per-example early stopping
-                             (methods.md §2.1), reported under its own name
+                             (docs/evaluation.md#per-example-early-stopping), reported under its own name
   cw<k>[-<r>][_es]           the same loop on the CW margin -(z_y - max_{j!=y} z_j)
   apgd-ce, apgd-dlr          APGD on CE / untargeted DLR (100 iterations, 1 restart)
   apgd-t                     APGD on the targeted DLR, 9 target classes (ranks 2..10)

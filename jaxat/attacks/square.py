@@ -2,7 +2,7 @@
 
 Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box
 adversarial attack via random search" (ECCV 2020), Alg. 1-3, in the form of the official
-fra31/auto-attack `square.py` (autoattack.md §5). Random search on the margin
+fra31/auto-attack `square.py` (docs/evaluation.md#square). Random search on the margin
 m = z_y - max_{j != y} z_j, one query per active point per iteration:
 
   L-inf: start x + eps * (vertical stripes of signs, one per image/column/channel); each

@@ -1,7 +1,8 @@
 """The base config shared by every method: plain data (names and numbers), locked.
 
-Every hyperparameter is a field; unknown fields fail (the config is locked), and the whole
-config is dumped to `workdir/config.json`. Radii and step sizes are in [0,1] pixel units.
+Every hyperparameter is a field; unknown fields fail (the config is locked), and the config
+is dumped to `workdir/config.json` without the dataset and model fields that do not apply
+to the run (jaxat/config/applicable.py). Radii and step sizes are in [0,1] pixel units.
 Schedule boundaries are *fractions of training*, so `--config.num_epochs=N` rescales a
 recipe instead of silently dropping its decays.
 """

@@ -1,4 +1,5 @@
-"""The training recipe of the UIAT paper (uiat.md §9, Appendix A.2) for configs/uiat.py,
+"""The training recipe of the UIAT paper (Appendix A.2;
+docs/inverse_adversarial_training.md#training-recipe) for configs/uiat.py,
 configs/uiat_oneoff.py and configs/iat.py, and the single-step plug-in of Appendix B.3.
 
 Real datasets (cifar10, cifar100, svhn, cifar10_subset): ResNet-18 on raw [0,1] inputs
@@ -52,7 +53,8 @@ def scale_inverse_to_digits(c: ml_collections.ConfigDict) -> None:
 
 
 def apply_single_step(c: ml_collections.ConfigDict, token: str, dataset: str) -> None:
-  """UIAT as a plug-in for single-step AT (uiat.md §8, Appendix B.3, Table 5).
+  """UIAT as a plug-in for single-step AT (Appendix B.3, Table 5;
+  docs/inverse_adversarial_training.md#uiat-as-a-plug-in-for-single-step-at).
 
   The base method's inner maximisation is kept unchanged: one step, train-mode BatchNorm,
   uniform start;

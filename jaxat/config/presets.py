@@ -110,7 +110,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> None:
 
 
 def apply_rice_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
-  """PGD-AT recipe of Rice et al. (methods.md §9.1) for the real datasets.
+  """PGD-AT recipe of Rice et al. (docs/baselines.md#rice-recipe) for the real datasets.
 
   PreAct ResNet-18 with the final BN+ReLU, dataset normalisation inside the model, SGD
   momentum 0.9, wd 5e-4, batch 128, 200 epochs, piecewise lr 0.1 -> 0.01 (50%) -> 0.001
@@ -128,7 +128,8 @@ def apply_rice_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.dataset.val_size = 1000
   c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=1000)
   if dataset in ("cifar10", "cifar100", "cifar10_subset"):
-    c.augment.padding_mode = "reflect"  # Rice's own CIFAR loader pads by reflection (§1.2).
+    # Rice's own CIFAR loader pads by reflection (docs/baselines.md#reflect-padding).
+    c.augment.padding_mode = "reflect"
   if dataset == "svhn":
     c.schedule.lr_max = 0.01
     if "attack" in c.method:

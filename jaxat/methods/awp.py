@@ -1,8 +1,8 @@
 """Adversarial weight perturbation (Wu et al., NeurIPS 2020) over any training method.
 
-The weight-perturbation role (specs/architecture.md) as pure functions over the parameter
+The weight-perturbation role (docs/architecture.md#weight_perturbation) as pure functions over the parameter
 pytree, and the `awp` method that composes it with a base method by config
-(csdongxian/AWP @a7acf5d, methods.md §9.4):
+(csdongxian/AWP @a7acf5d, docs/baselines.md#awp):
 
 1. proxy = a copy of the weights (and BatchNorm statistics) in train mode; one plain SGD
    step (no momentum, no weight decay, learning rate `proxy_lr`) on the proxy *ascends*
@@ -21,7 +21,7 @@ pytree, and the `awp` method that composes it with a base method by config
    unperturbed leaves and the warm-up epochs are exactly the base method's update.
 
 The proxy's BatchNorm running statistics are discarded: only the forward at the perturbed
-weights updates the model's statistics (methods.md §9.4 note). The proxy's gradient costs
+weights updates the model's statistics (docs/baselines.md#proxy-batchnorm-statistics). The proxy's gradient costs
 the base loss's forward and backward passes once more per step: AT-AWP 12 instead of 11
 forward+backward passes (PGD-10 + training), TRADES-AWP 17 instead of 14.
 

@@ -1,6 +1,6 @@
 """The contract between training methods and the training engine.
 
-A training step of every method decomposes into two phases (specs/architecture.md):
+A training step of every method decomposes into two phases (docs/architecture.md#the-method-contract):
 
 1. `prepare` — everything that is *not* differentiated with respect to the classifier's
    parameters: the inner maximisation (adversarial examples), inverse adversaries and
@@ -12,7 +12,7 @@ A training step of every method decomposes into two phases (specs/architecture.m
 
 Between the two the engine may apply a weight perturbation (AWP) returned by
 `weight_perturbation`; the optimiser step is then taken at the perturbed weights and the
-perturbation removed afterwards (methods.md §9.4).
+perturbation removed afterwards (docs/baselines.md#awp).
 
 Every phase receives a `StepInfo` (global step, epoch, fraction of training done, learning
 rate) as arrays, so phase switches (momentum start, one-off epoch, warm-ups, ε ramps) are
@@ -137,7 +137,7 @@ class TrainedRun:
 
 
 class Method(abc.ABC):
-  """A training method: a configuration of the roles of specs/architecture.md.
+  """A training method: a configuration of the roles of docs/architecture.md#roles.
 
   Subclasses set `name`, implement `default_config`, `validate`, `prepare` and `loss`, and
   override `init_state` when they keep per-example buffers or auxiliary learners.

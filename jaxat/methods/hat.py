@@ -1,6 +1,6 @@
 """Helper-based adversarial training (HAT; Rade & Moosavi-Dezfooli, ICLR 2022).
 
-Official behaviour (imrahulr/hat @3177a4f, core/utils/hat.py; methods.md §9.5), the default:
+Official behaviour (imrahulr/hat @3177a4f, core/utils/hat.py; docs/baselines.md#hat), the default:
 1. x_adv by the TRADES KL attack: x + 0.001·N(0,1), 10 sign steps of 2/255 inside
    eps = 8/255, clipped to [0,1], the model in eval BatchNorm mode (p(x) a constant).
 2. Helper examples x_hr = x + h·(x_adv - x), h = 2: NOT clipped to the eps-ball or to [0,1].

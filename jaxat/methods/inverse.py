@@ -36,8 +36,8 @@ FEATURE_REDUCTIONS = ("sum", "mean")
 
 def feature_l1(a: jax.Array, b: jax.Array, reduction: str = "sum") -> jax.Array:
   """‖a − b‖₁ per example, (B,D), (B,D) -> (B,): summed over the feature dimensions
-  ('sum', uiat.md §2 DECISION) or averaged over them ('mean', what PyTorch's nn.L1Loss()
-  gives per example; it scales β by 1/D)."""
+  ('sum', docs/inverse_adversarial_training.md#feature-term-reduction) or averaged over
+  them ('mean', what PyTorch's nn.L1Loss() gives per example; it scales β by 1/D)."""
   if reduction not in FEATURE_REDUCTIONS:
     raise ValueError(f"unknown feature reduction {reduction!r}; valid choices: "
                      f"{', '.join(FEATURE_REDUCTIONS)}")
@@ -56,8 +56,9 @@ def inverse_loss(logits: jax.Array, features: jax.Array, labels: jax.Array,
     without FR, the single-step plug-in of Appendix B.3). With β = 0 the features are not
     read, so callers may pass None for clean_features/adv_features.
   feature_reduction: see `feature_l1`.
-  The batch reduction (mean over examples, uiat.md §2 DECISION) is the caller's; descent
-  directions only use the sign, which does not depend on it.
+  The batch reduction (mean over examples,
+  docs/inverse_adversarial_training.md#batch-reduction-of-the-inverse-loss) is the caller's;
+  descent directions only use the sign, which does not depend on it.
   """
   ce = attack_losses.cross_entropy(logits, labels)
   if beta == 0:

@@ -1,6 +1,6 @@
 """Outer (training) losses shared by the methods, reduced over the batch.
 
-Reductions follow the official codes (methods.md §1.7): cross-entropy is a batch mean; KL
+Reductions follow the official codes (docs/baselines.md#loss-reductions): cross-entropy is a batch mean; KL
 terms are summed over classes and averaged over the batch ("batchmean").
 """
 
@@ -13,7 +13,7 @@ from jaxat.attacks import losses as per_example
 
 
 def smoothed_targets(labels: jax.Array, num_classes: int, true_class_mass: float) -> jax.Array:
-  """Label-smoothed targets with the "true-class mass" convention (methods.md §12.6).
+  """Label-smoothed targets with the "true-class mass" convention (docs/baselines.md#label-smoothing-as-true-class-mass).
 
   t_y = f and t_k = (1 - f) / (K - 1) for k != y, with f = `true_class_mass`; f = 1 gives
   one-hot labels. This is NOT optax.smooth_labels(alpha): f = 1 - alpha (K - 1) / K.

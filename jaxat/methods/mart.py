@@ -1,6 +1,6 @@
 """MART (Wang et al., ICLR 2020): misclassification-aware adversarial training.
 
-Official behaviour (YisenWang/MART @2d83e17, mart.py; methods.md §9.3), the default here:
+Official behaviour (YisenWang/MART @2d83e17, mart.py; docs/baselines.md#mart), the default here:
 - Attack: CE PGD, x_0 = x + 0.001·N(0,1), 10 sign steps of 0.007 inside eps = 0.031,
   clipped to [0,1], the model in *eval* BatchNorm mode.
 - Loss (model in train mode: a clean forward, then an adversarial forward), with
@@ -14,7 +14,7 @@ Official behaviour (YisenWang/MART @2d83e17, mart.py; methods.md §9.3), the def
 
 The official code finds ŷ by sorting p_adv and taking the top class unless it is y (then
 the second); that is argmax over k != y except for exact ties, which are measure-zero.
-`label_smoothing` is the true-class mass f of the CE term of L_adv (methods.md §12.6);
+`label_smoothing` is the true-class mass f of the CE term of L_adv (docs/baselines.md#label-smoothing-as-true-class-mass);
 1.0 (plain CE) is the official setting.
 """
 

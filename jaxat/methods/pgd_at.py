@@ -1,6 +1,6 @@
 """PGD adversarial training (Madry et al. 2018) with the Rice et al. recipe.
 
-Official behaviour (locuslab/robust_overfitting, methods.md §9.1), the default here:
+Official behaviour (locuslab/robust_overfitting, docs/baselines.md#pgd-at), the default here:
 L-inf PGD-10, eps 8/255, step 2/255, uniform random start, CE, model in *train* BatchNorm
 mode during the attack (running statistics updated by attack passes, as the original never
 switches to eval). Loss CE(f(x_adv), y) in train mode. `attack.bn_mode` = 'eval' gives the

@@ -1,12 +1,13 @@
 """TRADES (Zhang et al., ICML 2019): clean cross-entropy plus a KL robustness term.
 
-Official behaviour (yaodongyu/TRADES @6e8e11b, methods.md §9.2), the default here:
+Official behaviour (yaodongyu/TRADES @6e8e11b, docs/baselines.md#trades), the default here:
 - Attack: L-inf, x_0 = x + 0.001·N(0,1), 10 sign steps of 0.007 ascending
   sum_i KL(p(x_i) || p(x'_i)), projected onto eps = 0.031 and clipped to [0,1] after every
   step, the model in *eval* BatchNorm mode (p(x) is then a constant).
 - Loss (TRADES Eq. 5, model in train mode):
       L = CE(f(x), y) + beta · (1/B) sum_i KL(p(x_i) || p(x_adv,i)),   beta = 6 (= 1/lambda).
-  The clean softmax target is NOT detached: gradients flow into both branches (§1.7).
+  The clean softmax target is NOT detached: gradients flow into both branches
+  (docs/baselines.md#clean-targets-are-not-detached).
 
 `kl_target_forward`:
 - 'separate' (official): the KL target comes from a second clean forward, so the training
@@ -21,9 +22,9 @@ Official behaviour (yaodongyu/TRADES @6e8e11b, methods.md §9.2), the default he
 
 The order of the train-mode forwards is TRADES' (clean, adversarial, clean); TRADES-AWP's
 script runs (adversarial, clean, clean), which changes only the order of the running-average
-updates (methods.md §9.4; jaxat/methods/awp.py uses this class unchanged).
+updates (docs/baselines.md#awp; jaxat/methods/awp.py uses this class unchanged).
 
-`label_smoothing` is the true-class mass f of the clean CE (methods.md §12.6); 1.0 (plain
+`label_smoothing` is the true-class mass f of the clean CE (docs/baselines.md#label-smoothing-as-true-class-mass); 1.0 (plain
 CE) is the official setting.
 """
 

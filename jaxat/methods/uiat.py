@@ -1,6 +1,6 @@
 """Inverse adversarial training: UIAT, one-off UIAT and IAT (Dong et al., CVPR 2023;
-specs/uiat.md). One implementation with switches, registered under three names whose
-defaults differ:
+docs/inverse_adversarial_training.md). One implementation with switches, registered under
+three names whose defaults differ:
 
 | name         | generation | β (FR) | momentum (IAM)     | one-off       | inverse step        |
 |--------------|------------|--------|--------------------|---------------|---------------------|
@@ -9,11 +9,13 @@ defaults differ:
 | iat          | instance   | 1.0    | off                | off           | 5 steps of 2/255    |
 
 A step (Algorithm 1; Algorithm 2 for `generation='instance'`):
-1. x̂ = PGD-10 on CE (the `attack` sub-config; BatchNorm 'train' by default, see below).
+1. x̂ = PGD-10 on CE (the `attack` sub-config; BatchNorm 'train' by default, see below,
+   docs/inverse_adversarial_training.md#attack-batchnorm-mode).
 2. Inverse adversaries x̃ (jaxat/methods/inverse.py) from L_inv of Eq. 4 with F(x), F(x̂):
    'universal' updates the class-wise perturbations z (K,H,W,C) kept in `method_state`
-   by one signed step and uses x̃ = clip(x + z_y, 0, 1) with the *updated* z (uiat.md §5
-   DECISION; `inverse.target_after_update=False` reuses the pre-update forward instead);
+   by one signed step and uses x̃ = clip(x + z_y, 0, 1) with the *updated* z
+   (docs/inverse_adversarial_training.md#target-after-the-update;
+   `inverse.target_after_update=False` reuses the pre-update forward instead);
    'instance' runs `inverse.num_steps` steps of PGD descent per example.
 3. The target p̄ (B,K):
    - plain: p(x̃);
@@ -31,7 +33,8 @@ next to PGD-10's ~24 (10 × forward+input-backward + the training step). The tra
 forward at x̂ cannot be shared: it comes after z's update, in train mode, differentiated.
 One-off: one forward (p(x)) before T', nothing after T'.
 
-Switches (config `method.*`; paper = stated in the paper, DECISION = uiat.md resolution,
+Switches (config `method.*`; paper = stated in the paper, DECISION = jaxat's reading of an open point, see
+docs/inverse_adversarial_training.md,
 the other reading being the option):
 - generation 'universal' | 'instance' (paper, Table 6 "UAG").
 - inverse.beta = 1.0 (paper; 0 = no FR, Table 6), inverse.eps = 4/255, inverse.step_size
@@ -42,7 +45,7 @@ the other reading being the option):
   on a BatchNorm model that reading collapsed training within the first epoch on the
   CIFAR-10 subset (dead features, one predicted class, never recovered for one seed),
   while train mode trained normally for every seed tried; the measurements and the
-  mechanism are in docs/inverse_adversarial_training.md#batchnorm-mode-of-the-attack-and-inverse-passes.
+  mechanism are in docs/inverse_adversarial_training.md#attack-batchnorm-mode.
 - inverse.target_after_update True (DECISION: p(x̃) with the updated z) | False.
 - momentum, gamma = 0.9, momentum_start = 0.75 (paper, Table 6 "IAM").
 - oneoff, oneoff_start = 0.8 (paper); momentum and oneoff exclude each other.
@@ -53,7 +56,8 @@ the other reading being the option):
 
 Phase switches are *fractions of training* (like the schedule boundaries, so
 `--config.num_epochs=N` rescales the recipe): the switch epoch is the 0-based index
-floor(fraction · num_epochs); with 100 epochs T = 75 and T' = 80 (uiat.md §5, §7).
+floor(fraction · num_epochs); with 100 epochs T = 75 and T' = 80
+(docs/inverse_adversarial_training.md#phase-switches-as-fractions-of-training).
 
 Per-example buffers (N = training examples, indexed by `batch.indices`, so shuffling,
 augmentation and sharding do not matter): `method_state['target']` = {'probs': (N,K)
@@ -203,7 +207,7 @@ class InverseAdversarialTraining(Method):
     _require_fraction(cfg, "oneoff_start")
     if cfg.momentum and cfg.oneoff:
       raise ValueError("method.momentum=True and method.oneoff=True cannot be combined (the "
-                       "one-off target is frozen after T'; uiat.md §7: no momentum in the "
+                       "one-off target is frozen after T'; the paper has no momentum in the "
                        "one-off setting); valid choices: momentum=False or oneoff=False")
 
   # -- state ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Pure forward passes of a Flax classifier with an explicit BatchNorm mode.
 
-Every forward pass in jaxat names its BatchNorm mode (specs/architecture.md, "BatchNorm"):
+Every forward pass in jaxat names its BatchNorm mode (docs/architecture.md#batchnorm-modes):
   'eval'        running statistics; running averages untouched (PyTorch model.eval()).
   'batch_stats' statistics of the current batch; running averages untouched.
   'train'       statistics of the current batch; running averages updated (PyTorch

@@ -1,5 +1,5 @@
 """SGD with PyTorch semantics: coupled L2 weight decay on every parameter, momentum or
-Nesterov, optional global-norm gradient clipping (methods.md §1.4).
+Nesterov, optional global-norm gradient clipping (docs/baselines.md#optimiser-and-schedules).
 
 PyTorch adds wd * w to the gradient before the momentum buffer and multiplies by the
 learning rate after it; optax.chain(add_decayed_weights, sgd(schedule, momentum)) does the

@@ -1,7 +1,7 @@
 """Learning-rate schedules indexed by the 0-based iteration (optimizer step) count.
 
 The value returned for step s is the learning rate used by the s-th update, i.e. the
-PyTorch scheduler value after s calls of `scheduler.step()` (methods.md §1.4). Boundaries
+PyTorch scheduler value after s calls of `scheduler.step()` (docs/baselines.md#optimiser-and-schedules). Boundaries
 are fractions of training so a recipe rescales with num_epochs.
 
 - constant:  lr_max.

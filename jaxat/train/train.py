@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jaxat.config.applicable import applicable_fields
 from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting
@@ -65,7 +66,8 @@ class _SigtermFlag:
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config.to_json_best_effort())
+  """The content of config.json: the fields that apply to this run's dataset and model."""
+  return applicable_fields(json.loads(config.to_json_best_effort()))
 
 
 def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -73,7 +75,8 @@ def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
   if not os.path.exists(path):
     return
   with open(path) as f:
-    previous = json.load(f)
+    # Pruned too: config.json written before pruning existed still matches on resume.
+    previous = applicable_fields(json.load(f))
   current = config_to_dict(config)
   differing = sorted(k for k in set(previous) | set(current)
                      if k not in RESUME_INSENSITIVE and previous.get(k) != current.get(k))

@@ -1,0 +1,63 @@
+"""Which fields of a config apply to a run, so that `workdir/config.json` shows only those.
+
+The in-memory config keeps the fields of every dataset and model, so command-line
+overrides work whatever the preset (`--config.dataset.name=npz` on the digits preset still
+finds `dataset.test_size`). Only the dump drops what the chosen dataset and model never
+read: a CIFAR-10-subset run does not carry the synthetic data's image size or the small
+CNN's channels. Restoring a run from its config.json (jaxat/train/restore.py) works with
+the dropped fields absent, because the data and model builders read a field only for the
+dataset or model it belongs to.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# Dataset fields read by a single dataset (jaxat/data/registry.py, load_dataset).
+DATASET_ONLY_FIELDS = {
+    "synthetic": ("num_train", "num_test", "image_size", "channels", "num_classes"),
+    "npz": ("test_size",),
+}
+# The generated datasets need no files, so where to find them does not apply.
+GENERATED_DATASETS = ("digits", "synthetic")
+FILE_LOCATION_FIELDS = ("source", "data_dir")
+
+# Model fields read by a single architecture (jaxat/models/registry.py, create_model).
+MODEL_ONLY_FIELDS = {
+    "small_cnn": ("channels", "batch_norm"),
+    "preact_resnet18": ("final_bn",),
+    "wide_resnet": ("depth", "width"),
+}
+
+
+def _fields_of_others(table: dict[str, tuple[str, ...]], chosen: str) -> set[str]:
+  """Fields that belong only to entries of `table` other than `chosen`."""
+  own = set(table.get(chosen, ()))
+  return {field for name, fields in table.items() if name != chosen for field in fields} - own
+
+
+def inapplicable_dataset_fields(dataset_name: str) -> set[str]:
+  fields = _fields_of_others(DATASET_ONLY_FIELDS, dataset_name)
+  if dataset_name in GENERATED_DATASETS:
+    fields |= set(FILE_LOCATION_FIELDS)
+  return fields
+
+
+def inapplicable_model_fields(model_name: str) -> set[str]:
+  return _fields_of_others(MODEL_ONLY_FIELDS, model_name)
+
+
+def applicable_fields(config: dict[str, Any]) -> dict[str, Any]:
+  """A copy of a config as a plain dict (the content of config.json) without the dataset
+  and model fields that do not apply to its dataset and model. Other sections are kept."""
+  pruned = copy.deepcopy(config)
+  dataset = pruned.get("dataset")
+  if isinstance(dataset, dict) and "name" in dataset:
+    for field in inapplicable_dataset_fields(dataset["name"]):
+      dataset.pop(field, None)
+  model = pruned.get("model")
+  if isinstance(model, dict) and "name" in model:
+    for field in inapplicable_model_fields(model["name"]):
+      model.pop(field, None)
+  return pruned
