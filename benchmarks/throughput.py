@@ -37,6 +37,7 @@ from machine import describe_machine  # noqa: E402
 from jaxat.methods.registry import method_names  # noqa: E402
 from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
                                     put_train_data)
+from jaxat.train import sharding  # noqa: E402
 from jaxat.train.step import init_sums, make_train_step, metric_shapes  # noqa: E402
 from jaxat.train.train import finish_prerequisites  # noqa: E402
 
@@ -75,7 +76,9 @@ def measure(method: str, args) -> dict:
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
-  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
+  train_step, step_fn = make_train_step(
+      exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
+      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
                         state.step.sharding)
   if args.at_epoch:

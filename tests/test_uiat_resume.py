@@ -68,12 +68,18 @@ TWO_DEVICES = textwrap.dedent("""
         config = tiny_config("uiat", **{"num_devices": n, "num_epochs": 2, "batch_size": 48,
                                         "method.attack.num_steps": 2, "method.momentum_start": 0.5})
         _, state, _ = train_all_epochs(config)
+        if n == 2:
+            probs = state.method_state["target"]["probs"]
+            shards = [tuple(shard.data.shape) for shard in probs.addressable_shards]
+            universal_shards = [tuple(sh.data.shape) for sh in state.method_state["universal"].addressable_shards]
         out[n] = jax.device_get(state.method_state)
     a, b = out[1], out[2]
     print(json.dumps({
         "written_equal": bool(np.array_equal(a["target"]["written_epoch"], b["target"]["written_epoch"])),
         "probs_max_diff": float(np.max(np.abs(a["target"]["probs"] - b["target"]["probs"]))),
         "universal_equal_fraction": float(np.mean(a["universal"] == b["universal"])),
+        "rows": list(a["target"]["probs"].shape), "probs_shards": shards,
+        "universal_shards": universal_shards,
     }))
 """)
 
@@ -88,3 +94,9 @@ def test_buffers_agree_between_one_and_two_devices():
   assert report["written_equal"], report
   assert report["probs_max_diff"] <= 1e-4, report
   assert report["universal_equal_fraction"] >= 0.99, report
+  # The per-example buffer is sharded by example: each device holds half of its rows; the
+  # class-wise perturbations (not per example) are whole on each device.
+  rows, classes = report["rows"]
+  assert report["probs_shards"] == [[rows // 2, classes]] * 2, report
+  assert len({tuple(s) for s in report["universal_shards"]}) == 1
+  assert report["universal_shards"][0][0] == classes

@@ -61,12 +61,15 @@ def train_all_epochs(config: ml_collections.ConfigDict):
   import jax
   from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,
                                       put_train_data)
+  from jaxat.train import sharding
   from jaxat.train.step import init_sums, make_train_step, metric_shapes
   exp = build_experiment(config)
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
+  step, step_fn = make_train_step(
+      exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
+      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)))
   for epoch in range(exp.ctx.num_epochs):
     permutation = permutation_of(epoch)

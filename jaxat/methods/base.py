@@ -54,7 +54,11 @@ class Batch(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
-  """Static facts every method may need (hashable; closed over by the jitted step)."""
+  """Static facts every method may need (hashable; closed over by the jitted step).
+
+  Per-example buffers in `method_state` have `example_rows` rows (a leading axis indexed by
+  `Batch.indices`); the engine shards exactly those leaves over the devices by example.
+  """
 
   model: ModelFn
   num_classes: int
@@ -63,6 +67,14 @@ class StepContext:
   steps_per_epoch: int
   num_epochs: int
   batch_size: int
+  # Rows of a per-example buffer: num_train rounded up to a multiple of the device count,
+  # so the engine can shard every buffer by example (0 = num_train, for a single device).
+  buffer_rows: int = 0
+
+  @property
+  def example_rows(self) -> int:
+    """Leading size of a per-example buffer (rows >= num_train are never read)."""
+    return self.buffer_rows or self.num_train
 
 
 Metrics = dict[str, jax.Array]

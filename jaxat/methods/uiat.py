@@ -221,8 +221,8 @@ class InverseAdversarialTraining(Method):
       state["universal"] = inverse.init_universal(jax.random.fold_in(key, 0), ctx.num_classes,
                                                   ctx.image_shape)
     if self._uses_buffer:
-      state["target"] = {"probs": jnp.zeros((ctx.num_train, ctx.num_classes), jnp.float32),
-                         "written_epoch": jnp.full((ctx.num_train,), -1, jnp.int32)}
+      state["target"] = {"probs": jnp.zeros((ctx.example_rows, ctx.num_classes), jnp.float32),
+                         "written_epoch": jnp.full((ctx.example_rows,), -1, jnp.int32)}
     return state
 
   # -- the pieces of a step ---------------------------------------------------------------

@@ -84,7 +84,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   ctx = StepContext(model=model, num_classes=splits.num_classes, num_train=len(train),
                     image_shape=tuple(int(s) for s in train.images.shape[1:]),
                     steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs,
-                    batch_size=config.batch_size)
+                    batch_size=config.batch_size,
+                    buffer_rows=-(-len(train) // num_devices) * num_devices)
   schedule = make_schedule(config.schedule, steps_per_epoch, config.num_epochs)
   tx = make_optimizer(config.optimizer, schedule)
   mesh = sharding.make_mesh(num_devices)
@@ -94,7 +95,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 def init_state(exp: Experiment) -> TrainState:
-  """The initial TrainState, replicated over the mesh."""
+  """The initial TrainState over the mesh: per-example buffers sharded by example, the
+  rest replicated (sharding.state_sharding)."""
   init_key = keys.stream(exp.config.seed, keys.INIT)
   model_key, method_key = jax.random.split(init_key)
   dummy = jnp.zeros((1,) + exp.ctx.image_shape, jnp.float32)
@@ -109,7 +111,7 @@ def init_state(exp: Experiment) -> TrainState:
       ema_params=jax.tree.map(jnp.copy, params) if with_ema else {},
       ema_batch_stats=jax.tree.map(jnp.copy, batch_stats) if with_ema else {},
       method_state=method_state)
-  return jax.device_put(state, sharding.replicated(exp.mesh))
+  return jax.device_put(state, sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
 
 
 def put_train_data(exp: Experiment) -> tuple[jax.Array, jax.Array]:

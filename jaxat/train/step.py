@@ -106,9 +106,10 @@ def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
 
 
 def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
-                    cfg: ml_collections.ConfigDict, mesh, schedule):
-  """Returns (jitted accumulate-step, metric shapes). State and sums are donated and
-  replicated; the step is compiled once."""
+                    cfg: ml_collections.ConfigDict, mesh, schedule, state_shardings=None):
+  """Returns (jitted accumulate-step, the single un-jitted step). State and sums are donated;
+  the state keeps `state_shardings` (sharding.state_sharding; None = replicated), the sums
+  are replicated; the step is compiled once."""
   step_fn = build_step_fn(method, ctx, tx, cfg, mesh, schedule)
 
   def train_step(state, sums, train_images, train_labels, permutation):
@@ -116,7 +117,8 @@ def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransfor
     return new_state, accumulate(sums, metrics, state.step)
 
   replicated = sharding.replicated(mesh)
-  jitted = jax.jit(train_step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+  state_out = replicated if state_shardings is None else state_shardings
+  jitted = jax.jit(train_step, donate_argnums=(0, 1), out_shardings=(state_out, replicated))
   return jitted, step_fn
 
 

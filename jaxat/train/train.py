@@ -23,7 +23,7 @@ from absl import logging
 from jaxat.config.applicable import applicable_fields
 from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
-from jaxat.train import keys, reporting
+from jaxat.train import keys, reporting, sharding
 from jaxat.train import overfitting_guard
 from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.restore import attach_prerequisites
@@ -273,7 +273,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = init_state(exp)
   train_images, train_labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  train_step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule)
+  train_step, step_fn = make_train_step(
+      exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
+      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   shapes = metric_shapes(step_fn, state, train_images, train_labels, permutation_of(0))
   sums = jax.device_put(init_sums(shapes), state.step.sharding)
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
