@@ -39,10 +39,10 @@ class Linear(nn.Module):
     return nn.Dense(self.num_classes, name="dense")(features), features
 
 
-def context(num_classes, shift=0.0, steps_per_epoch=2, num_epochs=20):
+def context(num_classes, shift=0.0, steps_per_epoch=2, num_epochs=20, batch_size=4):
   return StepContext(model=ModelFn(Linear(num_classes, shift)), num_classes=num_classes,
                      num_train=8, image_shape=SHAPE, steps_per_epoch=steps_per_epoch,
-                     num_epochs=num_epochs, batch_size=4)
+                     num_epochs=num_epochs, batch_size=batch_size)
 
 
 def linear_params(w, b):
@@ -128,6 +128,34 @@ def test_n_fgsm_leaves_the_eps_ball_but_stays_within_k_plus_1_eps_and_the_image(
   assert prepared["x_adv"].min() >= 0.0 and prepared["x_adv"].max() <= 1.0
 
 
+def test_default_configs_are_the_official_attacks():
+  r, n, g = FGSMRS.default_config(), NFGSM.default_config(), GradAlign.default_config()
+  for c in (r, n, g):
+    assert (c.attack.eps, c.attack.num_steps, c.attack.bn_mode) == (pytest.approx(8 / 255), 1, "train")
+  assert (r.attack.init, r.attack.step_size, r.attack.project) == ("uniform", pytest.approx(10 / 255), True)
+  assert r.attack.init_eps == 0.0
+  assert (n.attack.init, n.attack.step_size, n.attack.project) == ("uniform", pytest.approx(8 / 255), False)
+  assert n.attack.init_eps == pytest.approx(16 / 255)
+  assert (g.attack.init, g.attack.step_size, g.attack.project) == ("zero", pytest.approx(10 / 255), True)
+  assert (g.align_lambda, g.align_bn_mode, g.step_ramp_epochs) == (pytest.approx(0.2), "train", 0)
+
+
+@pytest.mark.parametrize("cls", [FGSMRS, NFGSM])
+def test_single_step_loss_is_the_batch_mean_ce_at_x_adv(cls):
+  ctx = context(2)
+  x = images_with_edges(np.random.default_rng(15))
+  labels = np.array([0, 1, 1, 0])
+  method = make_method(cls)
+  params = linear_params(W2, [0.1, -0.2])
+  batch, prepared = prepare(method, ctx, params, x, labels, jax.random.key(16))
+  loss, (_, metrics) = method.loss(ctx, params, {}, batch, prepared, jax.random.key(17),
+                                   epoch_start_info(0, ctx))
+  logits = prepared["x_adv"].reshape(4, -1).astype(np.float64) @ W2 + np.array([0.1, -0.2])
+  p = softmax(logits)
+  np.testing.assert_allclose(loss, -np.mean(np.log(p[np.arange(4), labels])), rtol=1e-5)
+  np.testing.assert_allclose(metrics["adv_acc"], np.mean(p.argmax(1) == labels))
+
+
 @pytest.mark.parametrize("step, scale", [(0, 0.1), (3, 0.4), (9, 1.0), (15, 1.0)])
 def test_n_fgsm_ramp_scales_eps_step_and_noise_at_given_steps(step, scale):
   # 5 ramp epochs of 2 steps: scale = min(1, (step + 1) / 10).
@@ -165,7 +193,8 @@ def test_grad_align_step_ramp_at_given_steps(step, size):
 # GradAlign on logits = relu(x − 0.5)·W + b with 3 classes, ε = 0.1. Examples 0-2 have
 # pixels in [0.42, 0.62], so the ReLU's active set differs between x and x + η (the two
 # gradients are far from aligned); example 3 has every pixel below 0.5 − ε, so both of its
-# input gradients are exactly zero and it is left out of the mean.
+# input gradients are exactly zero; example 4 has every pixel in [0.45, 0.5): its gradient
+# at x is zero but not at x + η. Examples 3 and 4 are left out of the mean.
 SHIFT = 0.5
 W3 = np.random.default_rng(9).normal(0.0, 1.0, (D, 3)).astype(np.float32)
 B3 = np.array([0.1, -0.3, 0.2], np.float32)
@@ -190,10 +219,11 @@ def ce_and_input_grad(w, b, x, labels):
 
 def grad_align_setup(eps=0.1, lam=0.7):
   rng = np.random.default_rng(10)
-  x = rng.uniform(0.42, 0.62, (4,) + SHAPE).astype(np.float32)
+  x = rng.uniform(0.42, 0.62, (5,) + SHAPE).astype(np.float32)
   x[3] = rng.uniform(0.1, 0.38, SHAPE)
-  labels = np.array([0, 2, 1, 0])
-  ctx = context(3, shift=SHIFT)
+  x[4] = rng.uniform(0.45, 0.4999, SHAPE)
+  labels = np.array([0, 2, 1, 0, 1])
+  ctx = context(3, shift=SHIFT, batch_size=5)
   method = make_method(GradAlign, **{"attack.eps": eps, "attack.step_size": 1.25 * eps,
                                      "align_lambda": lam})
   params = linear_params(W3, B3)
@@ -212,15 +242,15 @@ def test_grad_align_regulariser_is_one_minus_mean_cosine_by_hand():
   ctx, method, params, batch, prepared, x, labels = grad_align_setup(eps, lam)
   w, b = W3.astype(np.float64), B3.astype(np.float64)
   _, g1 = ce_and_input_grad(w, b, x, labels)
-  np.testing.assert_allclose(prepared["grad"].reshape(4, -1), g1, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(prepared["grad"].reshape(5, -1), g1, rtol=1e-4, atol=1e-7)
   # Zero start: the 1.25ε step is clipped to ε; example 3 (zero gradient) does not move.
   step = eps * np.sign(g1).reshape(x.shape)
   np.testing.assert_allclose(prepared["x_adv"], np.clip(x + step, 0, 1), atol=1e-6)
-  np.testing.assert_array_equal(prepared["x_adv"][3], x[3])
+  np.testing.assert_array_equal(prepared["x_adv"][3:], x[3:])
   eta = prepared["eta"]
   assert np.abs(eta).max() <= eps and np.abs(eta).max() > 0.9 * eps
   _, g2 = ce_and_input_grad(w, b, x + eta, labels)
-  assert not np.any(g1[3]) and not np.any(g2[3])
+  assert not np.any(g1[3]) and not np.any(g2[3]) and not np.any(g1[4]) and np.any(g2[4])
   cos = [g1[i] @ g2[i] / (np.linalg.norm(g1[i]) * np.linalg.norm(g2[i])) for i in range(3)]
   reg = 1.0 - np.mean(cos)
   assert reg > 0.02                                  # the two gradients are not aligned
