@@ -419,3 +419,15 @@ def test_method_trains_end_to_end_on_digits(name, tmp_path):
   assert math.isfinite(record["loss"]) and 0.0 <= record["adv_acc"] <= 1.0
   if name == "grad_align":
     assert 0.0 <= record["align_reg"] <= 2.0 and math.isfinite(record["adv_loss"])
+
+
+def test_uiat_single_step_plug_in_reuses_the_fast_recipes():
+  for token in ("fgsm_rs", "n_fgsm"):
+    plug, own = load_config("uiat_oneoff", f"svhn,{token}"), load_config(token, "svhn")
+    validate_config(plug, 1)
+    for field in ("eps", "step_size", "init", "init_eps", "project", "num_steps", "bn_mode",
+                  "ramp_epochs"):
+      assert plug.method.attack[field] == own.method.attack[field], field
+    assert plug.schedule.to_dict() == own.schedule.to_dict()
+    assert plug.model.to_dict() == own.model.to_dict() and plug.num_epochs == own.num_epochs
+    assert plug.method.inverse.beta == 0.0
