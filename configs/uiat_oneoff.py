@@ -11,7 +11,8 @@ single-step tokens of Appendix B.3:
   fgsm_rs  one FGSM step of 1.25·eps from a uniform start (Wong et al.), train-mode BN;
   n_fgsm   one step of eps from U(−2·eps, 2·eps), no projection (de Jorge et al.);
 both with the CE-only inverse step (β = 0) and, on real data, the fast-AT recipe
-(PreAct ResNet-18, cyclic lr 0 → 0.2 → 0, 15 / 30 epochs); see jaxat/config/inverse_recipe.py.
+(PreAct ResNet-18, cyclic lr 0 → 0.2 → 0, 15 / 30 epochs; SVHN: the base methods' own
+SVHN recipe, jaxat/config/fast_recipe.py); see jaxat/config/inverse_recipe.py.
 The matching base method (same recipe, no UIAT term) is the same command with
 `--config.method.kl_weight=0` (the loss is then exactly CE(f(x̂), y)).
 

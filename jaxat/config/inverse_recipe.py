@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxat.config import presets
+from jaxat.config import fast_recipe, presets
 
 SINGLE_STEP_TOKENS = ("fgsm_rs", "n_fgsm")
 
@@ -56,31 +56,23 @@ def apply_single_step(c: ml_collections.ConfigDict, token: str, dataset: str) ->
   """UIAT as a plug-in for single-step AT (Appendix B.3, Table 5;
   docs/inverse_adversarial_training.md#uiat-as-a-plug-in-for-single-step-at).
 
-  The base method's inner maximisation is kept unchanged: one step, train-mode BatchNorm,
-  uniform start;
+  The base method's inner maximisation and training recipe are those of its own config
+  (jaxat/config/fast_recipe.py): one step, train-mode BatchNorm, uniform start;
     fgsm_rs: step 1.25·eps from U(−eps, eps), projected to the eps-ball (Wong et al.);
     n_fgsm:  step eps from U(−2·eps, 2·eps), not projected (de Jorge et al., k = 2).
   The class-wise inverse step uses CE only (β = 0). On the real datasets the base
   methods' recipe replaces the paper's multi-step one: PreAct ResNet-18 with dataset
   normalisation, SGD momentum 0.9 (no Nesterov), weight decay 5e-4, triangular cyclic lr
-  0 → 0.2 → 0, 15 epochs (RS-FGSM) or 30 (N-FGSM). SVHN's N-FGSM eps warm-up is not
-  reproduced.
+  0 → 0.2 → 0, 15 epochs (RS-FGSM) or 30 (N-FGSM); on SVHN lr_max 0.05 with the peak at
+  2/5 and ε, α ramped over the first 5 epochs.
   """
-  attack = c.method.attack
-  attack.update(num_steps=1, bn_mode="train", init="uniform")
-  if token == "fgsm_rs":
-    attack.update(step_size=1.25 * attack.eps, init_eps=0.0, project=True)
-  elif token == "n_fgsm":
-    attack.update(step_size=attack.eps, init_eps=2.0 * attack.eps, project=False)
-  else:
+  if token not in SINGLE_STEP_TOKENS:
     raise ValueError(f"unknown single-step token {token!r}; valid choices: "
                      f"{', '.join(SINGLE_STEP_TOKENS)}")
+  fast_recipe.set_single_step_attack(c.method.attack, token, c.method.attack.eps)
   c.method.inverse.beta = 0.0
   if dataset not in ("digits", "synthetic"):
-    c.model.update(name="preact_resnet18", final_bn=True, normalization="dataset")
-    c.num_epochs = 15 if token == "fgsm_rs" else 30
-    c.optimizer.update(momentum=0.9, nesterov=False, weight_decay=5e-4)
-    c.schedule.update(name="cyclic", lr_max=0.2, pct_start=0.5)
+    fast_recipe.apply_fast_training(c, token, dataset)
 
 
 def apply_inverse_recipe(c: ml_collections.ConfigDict, dataset: str, modifiers: set[str]) -> None:

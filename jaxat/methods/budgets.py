@@ -8,8 +8,9 @@ changing budget never recompiles.
 - ramp (`attack.ramp_epochs` = R > 0): ε and the step size grow linearly from 0 to their
   configured values over the first R epochs, per iteration — scale = min(1, (s + 1) /
   (R · steps_per_epoch)) at 0-based global step s — then stay fixed. This is the SVHN
-  warm-up of N-FGSM (ε and α over 5 epochs) and GradAlign (the step over 5 epochs; with a
-  zero start the first step is clipped to ε, so ramping both is the same attack).
+  warm-up of N-FGSM (ε and α over 5 epochs). GradAlign's SVHN warm-up ramps the step
+  alone (δ = min(1.25·scale, 1)·ε·sign(g) from its zero start, not scale·ε·sign(g)), so
+  it is that method's own `step_ramp_epochs`, with the same `ramp_scale`.
   The step count is not ramped.
 """
 

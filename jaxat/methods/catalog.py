@@ -8,15 +8,19 @@ A new method is added here (and gets a config file); nothing in the engine chang
 from __future__ import annotations
 
 from jaxat.methods.base import Method
+from jaxat.methods.fgsm_rs import FGSMRS
+from jaxat.methods.grad_align import GradAlign
 from jaxat.methods.hat import HAT
 from jaxat.methods.mart import MART
+from jaxat.methods.n_fgsm import NFGSM
 from jaxat.methods.pgd_at import PGDAT
 from jaxat.methods.standard import Standard
 from jaxat.methods.trades import TRADES
 from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
 BASE_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT)}
+    cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT,
+                              FGSMRS, NFGSM, GradAlign)}
 
 
 def base_method_names() -> tuple[str, ...]:

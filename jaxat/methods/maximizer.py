@@ -37,7 +37,7 @@ def attack_config(eps: float = 8 / 255, step_size: float = 2 / 255, num_steps: i
   init_eps: radius of the uniform random start; 0 means eps (N-FGSM uses 2 * eps).
   project: False disables the projection onto the eps-ball (N-FGSM); [0,1] clipping stays.
   ramp_epochs: the budget role (jaxat/methods/budgets.py): 0 = fixed; R > 0 ramps eps and
-    step_size linearly from 0 over the first R epochs (N-FGSM/GradAlign on SVHN).
+    step_size linearly from 0 over the first R epochs (N-FGSM on SVHN).
   FGSM-RS is num_steps=1, step_size=1.25*eps, init='uniform'.
   """
   return ml_collections.ConfigDict(dict(
