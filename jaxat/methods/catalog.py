@@ -8,6 +8,7 @@ A new method is added here (and gets a config file); nothing in the engine chang
 from __future__ import annotations
 
 from jaxat.methods.base import Method
+from jaxat.methods.fgsm_pgi import FGSMBP, FGSMEP, FGSMMEP
 from jaxat.methods.hat import HAT
 from jaxat.methods.mart import MART
 from jaxat.methods.pgd_at import PGDAT
@@ -16,7 +17,8 @@ from jaxat.methods.trades import TRADES
 from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
 BASE_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT)}
+    cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT,
+                              FGSMBP, FGSMEP, FGSMMEP)}
 
 
 def base_method_names() -> tuple[str, ...]:
