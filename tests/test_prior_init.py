@@ -21,7 +21,7 @@ from jaxat.models.forward import ModelFn
 from jaxat.train.step import FIRST_NONFINITE
 from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm, tiny_config, train_all_epochs
 
-NUM_CLASSES, SHAPE, NUM_TRAIN, B = 3, (2, 2, 1), 7, 3
+NUM_CLASSES, SHAPE, NUM_TRAIN, B = 4, (2, 2, 1), 7, 3
 EPS, ALPHA, MU, LAM, F = 0.3, 0.2, 0.3, 10.0, 0.6
 
 
@@ -38,7 +38,7 @@ def toy(num_epochs, low=0.2, high=0.8):
   ctx = StepContext(model=ModelFn(module), num_classes=NUM_CLASSES, num_train=NUM_TRAIN,
                     image_shape=SHAPE, steps_per_epoch=2, num_epochs=num_epochs, batch_size=B)
   images = jax.random.uniform(jax.random.key(1), (NUM_TRAIN,) + SHAPE, minval=low, maxval=high)
-  labels = jnp.array([0, 1, 2, 0, 1, 2, 0])
+  labels = jnp.array([0, 1, 2, 3, 1, 2, 0])
   return ctx, params, images, labels
 
 
@@ -114,9 +114,11 @@ def hand_step(params, x, labels, eta, momentum):
 
 
 def test_label_smoothing_0_6_is_the_true_class_mass():
-  logits = jnp.array([[1.0, -0.5, 0.3], [0.2, 0.1, -1.0]])
+  # K = 4 classes: with K = 3 the PyTorch reading (label_smoothing=0.6, true-class mass
+  # 1 − 0.6·(K−1)/K) would coincide with 0.6.
+  logits = jnp.array([[1.0, -0.5, 0.3, 0.0], [0.2, 0.1, -1.0, 0.4]])
   labels = jnp.array([2, 0])
-  np.testing.assert_allclose(targets(labels)[0], [0.2, 0.2, 0.6])
+  np.testing.assert_allclose(targets(labels)[0], [0.4 / 3, 0.4 / 3, 0.6, 0.4 / 3])
   np.testing.assert_allclose(float(losses.cross_entropy(logits, labels, 0.6)),
                              lsce(np.asarray(logits, np.float64), labels), rtol=1e-6)
   assert FGSMMEP.default_config().label_smoothing == 0.6
