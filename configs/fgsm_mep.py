@@ -16,6 +16,12 @@ ResNet-18, ε = α = 8/255, SGD 0.1 / 0.9 / 5e-4, batch 128, 110 epochs, lr ×0.
 100/110 and 105/110 of the iterations. Not yet trained to the published numbers with jaxat
 (needs a GPU); compare with the paper's CIFAR-10 / CIFAR-100 tables.
 
+Measured on digits (30 epochs, ε = α = 32/255, one seed, all 360 test images, jaxat.evaluate
+on the last checkpoint): 97.78 clean / 83.33 FGSM / 80.28 PGD-20 / 69.72 CW∞-20 / 67.22 AA
+(pgd_at on the same preset: 98.15 / 75.74 PGD-20 / 71.02 AA, mean of 3 seeds). The gap
+between PGD-20 (cross-entropy) and CW∞ / AA is what label-smoothed training does to
+cross-entropy attacks: judge this method by AA, not by PGD-CE.
+
   python -m jaxat.main --config=configs/fgsm_mep.py        # digits, two CPU cores
   python -m jaxat.main --config=configs/fgsm_mep.py:cifar10 --workdir=runs/fgsm_mep_c10 \
       --config.dataset.data_dir=/path/to/cifar
