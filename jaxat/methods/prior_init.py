@@ -27,7 +27,9 @@ so a resumed run is bit-identical.
 
 `buffer_dtype` 'bfloat16' halves the memory of η and m (CIFAR-10: 50000×32×32×3 values
 each, 614 MB in float32); values are cast to float32 when read, so only the stored priors
-are rounded (to 8 significant bits).
+are rounded (to 8 significant bits): a stored ±ε may read back up to 2⁻⁸·ε larger, which
+moves the start point x + η slightly but not the adversarial example, whose perturbation
+is clipped to [−ε, ε] after the step.
 """
 
 from __future__ import annotations
