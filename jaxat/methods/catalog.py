@@ -8,6 +8,7 @@ A new method is added here (and gets a config file); nothing in the engine chang
 from __future__ import annotations
 
 from jaxat.methods.base import Method
+from jaxat.methods.fgsm_pgi import FGSMBP, FGSMEP, FGSMMEP
 from jaxat.methods.fgsm_rs import FGSMRS
 from jaxat.methods.grad_align import GradAlign
 from jaxat.methods.hat import HAT
@@ -20,7 +21,7 @@ from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
 BASE_METHODS: dict[str, type[Method]] = {
     cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT,
-                              FGSMRS, NFGSM, GradAlign)}
+                              FGSMRS, NFGSM, GradAlign, FGSMBP, FGSMEP, FGSMMEP)}
 
 
 def base_method_names() -> tuple[str, ...]:
