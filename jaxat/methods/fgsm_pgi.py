@@ -119,7 +119,7 @@ class PriorGuidedFGSM(Method):
 
   def init_state(self, key, ctx, params, batch_stats):
     del key, params, batch_stats  # the priors are drawn lazily from the step keys
-    return {"prior": prior_init.init_prior_state(self.prior_kind, ctx.num_train, ctx.batch_size,
+    return {"prior": prior_init.init_prior_state(self.prior_kind, ctx.example_rows, ctx.batch_size,
                                                   ctx.image_shape, self.cfg.buffer_dtype)}
 
   def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, info):
