@@ -45,3 +45,11 @@ def exit_on_user_error(validate, *args, **kwargs):
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+
+
+class QuietCheckpointInfo:
+  """absl log filter dropping orbax's INFO records (checkpoint internals); warnings and
+  errors still pass: `logging.get_absl_handler().addFilter(QuietCheckpointInfo())`."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname

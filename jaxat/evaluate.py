@@ -187,7 +187,9 @@ def main(argv):
                                   count, _SEED.value, attack_options)
   eval_dir = os.path.join(_WORKDIR.value, "eval")
   os.makedirs(eval_dir, exist_ok=True)
-  if imported:  # The workdir of an imported model says what was evaluated.
+  if imported:  # The workdir of an imported model says what was evaluated, at which eps.
+    if _NORM.value == "linf":
+      run_config.eval.eps = robustness.parse_eps(eps)[0]
     reporting.write_json(os.path.join(_WORKDIR.value, "config.json"),
                          json.loads(run_config.to_json_best_effort()))
   json_path, npz_path = (os.path.join(eval_dir, f"{tag}.{ext}") for ext in ("json", "npz"))

@@ -10,9 +10,9 @@ anything is written.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from jaxat.cli_args import exit_on_user_error
+from jaxat.cli_args import QuietCheckpointInfo, exit_on_user_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (written by jaxat.main).")
 _FORMAT = flags.DEFINE_string("format", "pytorch", "Export format; valid choices: pytorch.")
@@ -31,5 +31,10 @@ def main(argv):
   print("exported " + ", ".join(paths.values()))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  logging.get_absl_handler().addFilter(QuietCheckpointInfo())
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -27,8 +27,14 @@ class RunRecord:
   accuracy: dict[str, float]
   eps_sweep: dict[str, list[tuple[float, float]]]
 
+  imported_arch: str | None = None
+
   @property
   def method(self) -> str:
+    """The training method, or 'pytorch:<arch>' for a model evaluated with
+    `jaxat.evaluate --torch_checkpoint` (its config names no real method)."""
+    if self.imported_arch:
+      return f"pytorch:{self.imported_arch}"
     return self.config.get("method", {}).get("name", "?")
 
   def seconds_per_epoch(self) -> float | None:
@@ -81,6 +87,7 @@ def read_run(workdir: str) -> RunRecord:
   reports = [_read_json(path) for path in sorted(glob.glob(os.path.join(workdir, "eval", "*.json")))]
   reports = [r for r in reports if isinstance(r, dict) and "accuracy" in r
              and r.get("norm", "linf") == "linf"]
+  imported_arch = next((r.get("arch") for r in reports if r.get("torch_checkpoint")), None)
   most_examples: dict[str, int] = {}
   sweep: dict[str, dict[Fraction, float]] = {}
   for report in reports:
@@ -95,4 +102,4 @@ def read_run(workdir: str) -> RunRecord:
                for item, points in sweep.items() if len(points) >= 2}
   return RunRecord(workdir=workdir, name=os.path.basename(os.path.normpath(workdir)),
                    config=config, epochs=read_metrics(workdir), accuracy=accuracy,
-                   eps_sweep=eps_sweep)
+                   eps_sweep=eps_sweep, imported_arch=imported_arch)
