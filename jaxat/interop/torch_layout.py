@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxat.interop.torch_keys import (BN_COUNT, CONV_KERNEL, DENSE_KERNEL,
-                                      FLATTEN_DENSE_KERNEL, VECTOR, Entry)
+                                      FLATTEN_DENSE_KERNEL, Entry)
 
 
 class StateDictMismatch(ValueError):
