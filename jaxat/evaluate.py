@@ -71,7 +71,8 @@ _TORCH_CHECKPOINT = flags.DEFINE_string(
     "--workdir is then where eval/ (and config.json) are written. Needs --arch.")
 _ARCH = flags.DEFINE_string(
     "arch", None, "Architecture of --torch_checkpoint: resnet18, preact_resnet18, "
-    "preact_resnet18_no_final_bn, wrn-<depth>-<width> (e.g. wrn-28-10), small_cnn.")
+    "preact_resnet18_no_final_bn (either + _input_shortcut), wrn-<depth>-<width> (e.g. "
+    "wrn-28-10), small_cnn.")
 _ACTIVATION = flags.DEFINE_string("activation", "relu", "With --torch_checkpoint: relu or silu.")
 _NORMALIZATION = flags.DEFINE_string(
     "normalization", "none", "With --torch_checkpoint: none (the model takes [0,1] pixels, as "
@@ -259,7 +260,7 @@ def main(argv):
   })
   if imported:
     payload.update({"torch_checkpoint": os.path.abspath(_TORCH_CHECKPOINT.value),
-                    "arch": _ARCH.value})
+                    "arch": _ARCH.value, "module_overrides": imported.module_overrides})
   arrays = report.arrays()
   arrays.update({"indices": np.arange(count), "labels": y})
   _atomic_savez(npz_path, arrays)

@@ -25,6 +25,8 @@ FAMILIES = {
     "resnet18": (ResNet18(3, "relu", CIFAR_MEAN, CIFAR_STD), (8, 8, 3)),
     "preact_resnet18_final_bn_silu": (PreActResNet18(3, True, "silu", CIFAR_MEAN, CIFAR_STD), (8, 8, 3)),
     "preact_resnet18_no_final_bn": (PreActResNet18(3, False, "relu"), (7, 7, 3)),
+    "preact_resnet18_input_shortcut": (
+        PreActResNet18(3, True, "relu", shortcut_input="input"), (8, 8, 3)),
     "wide_resnet_10_2_relu": (WideResNet(4, 10, 2, "relu", CIFAR_MEAN, CIFAR_STD), (9, 9, 3)),
     "wide_resnet_16_1_silu": (WideResNet(4, 16, 1, "silu"), (8, 8, 3)),
 }

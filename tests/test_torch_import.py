@@ -22,6 +22,9 @@ ARCHS = {
     "resnet18": ResNet18(10, "relu"),
     "preact_resnet18": PreActResNet18(10, True, "relu"),
     "preact_resnet18_no_final_bn": PreActResNet18(10, False, "relu"),
+    # RobustBench's PreActBlock (out_shortcut=False) with its mu/sigma buffers (Wong2020Fast).
+    "preact_resnet18_no_final_bn_input_shortcut": PreActResNet18(
+        10, False, "relu", (0.4,), (0.25,), shortcut_input="input"),
     "wrn-10-2": WideResNet(10, 10, 2, "relu"),
     "small_cnn": SmallCNN(10, (3, 5), True, "relu"),
 }
@@ -30,6 +33,7 @@ OFFICIAL_KEYS = {
     "resnet18": ["layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.running_var", "linear.bias"],
     "preact_resnet18": ["layer3.0.shortcut.0.weight", "bn.running_mean", "linear.weight"],
     "preact_resnet18_no_final_bn": ["layer4.1.bn2.weight", "linear.weight"],
+    "preact_resnet18_no_final_bn_input_shortcut": ["layer2.0.shortcut.0.weight"],
     "wrn-10-2": ["block1.layer.0.convShortcut.weight", "block3.layer.0.bn1.num_batches_tracked",
                  "bn1.running_var", "fc.weight"],
     "small_cnn": ["conv2.bias", "bn2.running_var", "dense.weight"],
@@ -53,6 +57,10 @@ def write_torch_checkpoint(arch, path, tmp_path, seed=0):
   saved = {f"module.{key}": value for key, value in net.state_dict().items()}
   for key in OFFICIAL_KEYS[arch]:
     assert f"module.{key}" in saved, key
+  if tuple(model.mean) != (0.0,):
+    # RobustBench keeps the input normalisation as persistent buffers mu and sigma.
+    saved["module.mu"] = torch.tensor(model.mean).view(1, -1, 1, 1)
+    saved["module.sigma"] = torch.tensor(model.std).view(1, -1, 1, 1)
   if arch.startswith("wrn"):
     # TRADES' unused sub_block1, and RobustBench's bias_last=False (a zero bias).
     saved["module.sub_block1.layer.0.bn1.weight"] = torch.ones(16)
@@ -96,6 +104,12 @@ def test_import_errors_name_the_flag_value_and_choices(tmp_path):
     torch_import.import_checkpoint(str(path), "resnet18", dataset="synthetic")
   with pytest.raises(ValueError, match=r"--dataset='imagenet' is invalid; valid choices: digits, "):
     torch_import.import_checkpoint(str(path), "wrn-10-2", dataset="imagenet")
+  normalised = tmp_path / "normalised.pt"
+  write_torch_checkpoint("preact_resnet18_no_final_bn_input_shortcut", normalised, tmp_path)
+  with pytest.raises(ValueError, match=r"--normalization='dataset' but the checkpoint normalises "
+                     r"its inputs itself \(mu=\(0.4.*; valid choice here: none"):
+    torch_import.import_checkpoint(str(normalised), "preact_resnet18_no_final_bn_input_shortcut",
+                                   normalization="dataset", dataset="synthetic")
 
 
 @pytest.mark.slow

@@ -3,14 +3,19 @@
 Architectures (`--arch`) and the key layouts they read (torch_keys.py):
   resnet18                     kuangliu / RobustBench ResNet-18
   preact_resnet18              locuslab/robust_overfitting, AWP (final BN `bn`); RobustBench's
-                               PreActResNet(bn_before_fc=True)
+                               PreActResNet(bn_before_fc=True) with PreActBlockV2 or
+                               out_shortcut=True
   preact_resnet18_no_final_bn  kuangliu PreAct ResNet-18
+  ..._input_shortcut           either PreAct layout whose projection shortcut reads the block
+                               input instead of the pre-activated one: RobustBench's
+                               PreActBlock with its default out_shortcut=False (Wong2020Fast,
+                               Andriushchenko2020Understanding); same keys, other logits
   wrn-<depth>-<width>          TRADES / RobustBench WideResNet (e.g. wrn-28-10, wrn-34-10)
   small_cnn                    jaxat's own export (channels and BatchNorm read from the file)
 The file may be a bare state_dict or a dict holding it under 'state_dict',
-'model_state_dict', 'model' or 'net'; a DataParallel 'module.' prefix is removed. jaxat's
-PreAct blocks feed the pre-activated input to the projection shortcut (locuslab, kuangliu);
-a model whose projection reads the raw input has the same keys but other logits.
+'model_state_dict', 'model' or 'net'; a DataParallel 'module.' prefix is removed.
+RobustBench's normalisation buffers `mu` and `sigma` ((1, C, 1, 1), in [0, 1] pixel units)
+become the jaxat model's per-channel mean and std.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import numpy as np
 from jaxat.interop import torch_keys, torch_layout, torch_source
 
 ARCH_CHOICES = ("resnet18", "preact_resnet18", "preact_resnet18_no_final_bn",
+                "preact_resnet18_input_shortcut", "preact_resnet18_no_final_bn_input_shortcut",
                 "wrn-<depth>-<width> (e.g. wrn-28-10, wrn-34-10, wrn-70-16)", "small_cnn")
+_INPUT_SHORTCUT = "_input_shortcut"
+_NORMALIZATION_BUFFERS = ("mu", "sigma")
 NORMALIZATIONS = ("none", "dataset")
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 # TRADES' WideResNet may carry an unused second first block.
@@ -36,7 +44,10 @@ _DENSE_NAMES = {"resnet18": "linear", "preact_resnet18": "linear", "wide_resnet"
 
 def parse_arch(arch: str) -> dict[str, Any]:
   """'wrn-34-10' -> {'name': 'wide_resnet', 'depth': 34, 'width': 10}; ValueError naming the
-  valid choices otherwise."""
+  valid choices otherwise. PreAct names ending in _input_shortcut add
+  {'shortcut_input': 'input'} (a module attribute, not a config field)."""
+  if arch and arch.startswith("preact_resnet18") and arch.endswith(_INPUT_SHORTCUT):
+    return {**parse_arch(arch[:-len(_INPUT_SHORTCUT)]), "shortcut_input": "input"}
   if arch == "resnet18":
     return {"name": "resnet18"}
   if arch == "preact_resnet18":
@@ -84,6 +95,19 @@ def small_cnn_fields(state_dict: dict[str, np.ndarray]) -> dict[str, Any]:
           "batch_norm": "bn1.weight" in state_dict}
 
 
+def pop_normalization(state_dict: dict[str, np.ndarray]) -> dict[str, tuple[float, ...]]:
+  """Removes RobustBench's `mu`/`sigma` buffers from the state_dict and returns them as
+  {'mean': (C,), 'std': (C,)}; {} when the model has none."""
+  present = [name for name in _NORMALIZATION_BUFFERS if name in state_dict]
+  if not present:
+    return {}
+  if len(present) != 2:
+    raise ValueError(f"the state_dict has {present[0]!r} but not its partner; normalisation "
+                     f"buffers come as the pair {_NORMALIZATION_BUFFERS}")
+  mean, std = (tuple(float(v) for v in np.ravel(state_dict.pop(name))) for name in _NORMALIZATION_BUFFERS)
+  return {"mean": mean, "std": std}
+
+
 def imported_config(model_fields: dict[str, Any], activation: str, normalization: str,
                     dataset: str, data_dir: str):
   """A locked jaxat config for evaluating the imported model: the data set preset's data
@@ -106,8 +130,12 @@ def imported_config(model_fields: dict[str, Any], activation: str, normalization
 
 @dataclasses.dataclass
 class ImportedModel:
+  """config: what config.json records; trained: the model ready for evaluation
+  (jaxat.train.restore.TrainedModel with state None and step 0); module_overrides: module
+  attributes outside the config (shortcut_input, mean/std from mu/sigma buffers)."""
   config: Any
-  trained: Any  # jaxat.train.restore.TrainedModel (state None, step 0)
+  trained: Any
+  module_overrides: dict[str, Any]
 
 
 def import_checkpoint(path: str, arch: str, activation: str = "relu", normalization: str = "none",
@@ -116,11 +144,20 @@ def import_checkpoint(path: str, arch: str, activation: str = "relu", normalizat
   flag, the value and the valid choices (or the mismatching keys and shapes)."""
   import jax
   import jax.numpy as jnp
+  from jaxat.models.forward import ModelFn
   from jaxat.train.experiment import build_experiment
   from jaxat.train.restore import TrainedModel
 
   model_fields = parse_arch(arch)
+  module_overrides = {"shortcut_input": model_fields.pop("shortcut_input")} if (
+      "shortcut_input" in model_fields) else {}
   state_dict = read_state_dict(path)
+  buffers = pop_normalization(state_dict)
+  if buffers and normalization != "none":
+    raise ValueError(f"--normalization={normalization!r} but the checkpoint normalises its "
+                     f"inputs itself (mu={buffers['mean']}, sigma={buffers['std']}); valid "
+                     "choice here: none")
+  module_overrides.update(buffers)
   if model_fields["name"] == "small_cnn":
     model_fields.update(small_cnn_fields(state_dict))
   config = imported_config(model_fields, activation, normalization, dataset, data_dir)
@@ -128,7 +165,8 @@ def import_checkpoint(path: str, arch: str, activation: str = "relu", normalizat
     experiment = build_experiment(config)
   except FileNotFoundError as error:
     raise ValueError(f"--dataset={dataset!r}: {error}") from None
-  module = experiment.model.module
+  module = experiment.model.module.clone(**module_overrides)
+  experiment.model = ModelFn(module)
   image_shape = experiment.ctx.image_shape
   dense = _DENSE_NAMES[model_fields["name"]]
   if f"{dense}.weight" in state_dict and f"{dense}.bias" not in state_dict:
@@ -149,4 +187,4 @@ def import_checkpoint(path: str, arch: str, activation: str = "relu", normalizat
                          params=jax.tree.map(jnp.asarray, variables["params"]),
                          batch_stats=jax.tree.map(jnp.asarray, variables.get("batch_stats", {})),
                          state=None, step=0)
-  return ImportedModel(config=config, trained=trained)
+  return ImportedModel(config=config, trained=trained, module_overrides=module_overrides)

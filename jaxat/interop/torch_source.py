@@ -118,9 +118,10 @@ class ResNet18(nn.Module):
 
 
 class PreActBlock(nn.Module):
-  def __init__(self, in_planes, planes, stride, act):
+  def __init__(self, in_planes, planes, stride, act, shortcut_input="preactivated"):
     super().__init__()
     self.act = act
+    self.shortcut_input = shortcut_input
     self.bn1 = _bn(in_planes)
     self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
     self.bn2 = _bn(planes)
@@ -130,7 +131,8 @@ class PreActBlock(nn.Module):
 
   def forward(self, x):
     out = self.act(self.bn1(x))
-    shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+    projected = out if self.shortcut_input == "preactivated" else x
+    shortcut = self.shortcut(projected) if hasattr(self, "shortcut") else x
     out = self.conv1(out)
     out = self.conv2(self.act(self.bn2(out)))
     return out + shortcut
@@ -139,7 +141,8 @@ class PreActBlock(nn.Module):
 class PreActResNet18(nn.Module):
   """PreAct ResNet-18: locuslab/robust_overfitting layout (final_bn) or kuangliu's."""
 
-  def __init__(self, num_classes, in_channels, final_bn, activation, mean, std):
+  def __init__(self, num_classes, in_channels, final_bn, activation, mean, std,
+               shortcut_input="preactivated"):
     super().__init__()
     self.normalize = Normalize(mean, std)
     self.act = _ACTIVATIONS[activation]
@@ -148,7 +151,7 @@ class PreActResNet18(nn.Module):
     for stage, (planes, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
       blocks = []
       for block_stride in (stride, 1):
-        blocks.append(PreActBlock(in_planes, planes, block_stride, self.act))
+        blocks.append(PreActBlock(in_planes, planes, block_stride, self.act, shortcut_input))
         in_planes = planes
       setattr(self, f"layer{stage}", nn.Sequential(*blocks))
     self.bn = _bn(512) if final_bn else None
@@ -248,7 +251,8 @@ def model_constructor(model: nn.Module, image_shape: tuple[int, int, int]) -> tu
   if isinstance(model, ResNet18):
     return "ResNet18", common
   if isinstance(model, PreActResNet18):
-    return "PreActResNet18", {**common, "final_bn": bool(model.final_bn)}
+    return "PreActResNet18", {**common, "final_bn": bool(model.final_bn),
+                              "shortcut_input": model.shortcut_input}
   if isinstance(model, WideResNet):
     return "WideResNet", {**common, "depth": int(model.depth), "width": int(model.width)}
   raise ValueError(f"model {type(model).__name__} has no PyTorch definition; valid choices: "
