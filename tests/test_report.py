@@ -107,3 +107,14 @@ def test_grouped_table_reproduces_the_benchmark_table_of_the_readme():
     readme = f.read()
   for line in tables.grouped_table(groups, ["clean", "pgd20", "aa"]).splitlines():
     assert line in readme
+
+
+def test_report_grouped_by_method_averages_the_runs(two_runs, tmp_path):
+  from jaxat.report import build_report
+  c = tmp_path / "run_c"
+  write_run(c, "pgd_at", [epoch(1, 1.0, 0.1, 0.5, 0.25, 6.0)], {"clean_acc": 0.6, "pgd20_acc": 0.4})
+  runs = [run_files.read_run(str(path)) for path in (*two_runs, c)]
+  lines = build_report(runs, "method").splitlines()
+  assert lines[2:] == ["| method | clean | PGD-20 | AA | s/epoch |", "|---|---|---|---|---|",
+                       "| pgd_at | 70.62 ± 15.03 | 45.00 ± 7.07 | 43.75 ± 0.00 | 5.00 |",
+                       "| trades | 70.00 ± 0.00 | 45.00 ± 0.00 | — | 2.25 |"]
