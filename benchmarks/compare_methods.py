@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +35,9 @@ REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from machine import describe_machine  # noqa: E402
+
+from jaxat.reports import runs as runs_module  # noqa: E402
+from jaxat.reports import tables  # noqa: E402
 
 DEFAULT_METHODS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat", "uiat_oneoff",
                    "iat")
@@ -52,20 +54,10 @@ def run(command: list[str], log_path: str) -> None:
 def seconds_per_epoch(workdir: str) -> float:
   """Median over epochs of the training seconds of an epoch (metrics.jsonl's
   train_seconds: compilation and evaluation excluded)."""
-  values = []
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get("train_seconds"):
-        values.append(float(row["train_seconds"]))
-  if not values:
+  value = runs_module.seconds_per_epoch(runs_module.read_metrics(workdir))
+  if value is None:
     raise ValueError(f"{workdir}/metrics.jsonl has no epoch timing")
-  return statistics.median(values)
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-  return {"mean": statistics.fmean(values),
-          "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+  return value
 
 
 def main() -> None:
@@ -135,7 +127,7 @@ def main() -> None:
   summary = {}
   for method in methods:
     rows = [r for r in runs if r["method"] == method]
-    summary[method] = {key: mean_std([r[key] for r in rows])
+    summary[method] = {key: tables.mean_std([r[key] for r in rows])
                        for key in ("clean", "pgd20", "aa", "seconds_per_epoch")}
   payload = {"benchmark": "compare_methods", "preset": args.preset, "seeds": seeds,
              "methods": methods, "overrides": overrides,
@@ -150,13 +142,10 @@ def main() -> None:
   first = runs[0]
   print(f"\n{args.preset}, {first['model']['name']}, {first['num_epochs']} epochs, eps "
         f"{first['eps']}, {first['num_examples']} test images, seeds {seeds} (mean ± std, %)\n")
-  print("| method | clean | PGD-20 | AA | s/epoch |")
-  print("|---|---|---|---|---|")
-  for method in methods:
-    s = summary[method]
-    cells = [f"{100 * s[k]['mean']:.2f} ± {100 * s[k]['std']:.2f}" for k in ("clean", "pgd20", "aa")]
-    cells.append(f"{s['seconds_per_epoch']['mean']:.2f}")
-    print(f"| {method} | " + " | ".join(cells) + " |")
+  groups = {method: [{"accuracy": {k: r[k] for k in ("clean", "pgd20", "aa")},
+                      "seconds_per_epoch": r["seconds_per_epoch"]}
+                     for r in runs if r["method"] == method] for method in methods}
+  print(tables.grouped_table(groups, ["clean", "pgd20", "aa"]))
   print(f"\nwrote {output}")
 
 

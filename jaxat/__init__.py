@@ -9,6 +9,8 @@ Package map (one module, one job):
             outer loss, weight perturbation).
   train/    train state, optimiser and schedules, sharded step, checkpoints, the loop.
   eval/     accuracy and robustness evaluation used by training and by the CLI.
+  interop/  PyTorch/RobustBench export and import (key tables, layouts, generated code).
+  reports/  run comparison: Markdown tables and plots behind `python -m jaxat.report`.
 """
 
 __version__ = "0.1.0"

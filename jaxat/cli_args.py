@@ -32,3 +32,24 @@ def parse_fraction(text: str) -> float:
     return float(Fraction(text.strip()))
   except (ValueError, ZeroDivisionError) as error:
     raise ValueError(f"expected a number such as 8/255 or 0.5, got {text!r}") from error
+
+
+def exit_on_user_error(validate, *args, **kwargs):
+  """Returns validate(*args, **kwargs); a ValueError it raises (a phrased user error: bad
+  flag value, missing run, ...) becomes one line on stderr and exit status 2, without a
+  Python traceback. Only validation goes through here: errors of the work itself keep
+  their traceback."""
+  import sys
+  try:
+    return validate(*args, **kwargs)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+class QuietCheckpointInfo:
+  """absl log filter dropping orbax's INFO records (checkpoint internals); warnings and
+  errors still pass: `logging.get_absl_handler().addFilter(QuietCheckpointInfo())`."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname

@@ -4,6 +4,10 @@
 [--bn_mode=eval|batch_stats] [--pgd_step_size=2/255] [--attack_settings=square.n_queries=1000]
 [--tag=NAME] [--progress=auto] [--stop_after_seconds=S]`.
 
+A PyTorch model instead of a jaxat run: `--torch_checkpoint=FILE --arch=ARCH
+[--dataset=cifar10] [--data_dir=DIR] [--normalization=none|dataset] [--activation=relu|silu]`
+(jaxat/interop/torch_import.py); --workdir is then the output directory.
+
 Writes `<run>/eval/<tag>.json` (accuracy per item as fractions, the worst case over items,
 per-stage accuracies of ensembles, eps as an exact fraction, norm, number of examples,
 seed, attack settings, versions, seconds per attack, gradient-masking warnings) and
@@ -62,6 +66,20 @@ _RESTART = flags.DEFINE_bool("restart", False, "Ignore an existing partial evalu
 _STOP_AFTER_SECONDS = flags.DEFINE_float(
     "stop_after_seconds", 0.0, "Stop after this many seconds (at the next chunk boundary), "
     "keeping the partial state, and exit with code 143; 0 = no limit. For wall-time-limited jobs.")
+_TORCH_CHECKPOINT = flags.DEFINE_string(
+    "torch_checkpoint", None, "Evaluate this PyTorch state_dict file instead of a jaxat run; "
+    "--workdir is then where eval/ (and config.json) are written. Needs --arch.")
+_ARCH = flags.DEFINE_string(
+    "arch", None, "Architecture of --torch_checkpoint: resnet18, preact_resnet18, "
+    "preact_resnet18_no_final_bn (either + _input_shortcut), wrn-<depth>-<width> (e.g. "
+    "wrn-28-10), small_cnn.")
+_ACTIVATION = flags.DEFINE_string("activation", "relu", "With --torch_checkpoint: relu or silu.")
+_NORMALIZATION = flags.DEFINE_string(
+    "normalization", "none", "With --torch_checkpoint: none (the model takes [0,1] pixels, as "
+    "RobustBench's) or dataset (per-channel mean/std of --dataset inside the model).")
+_DATASET = flags.DEFINE_string("dataset", "cifar10", "With --torch_checkpoint: test data, a "
+                               "preset token (cifar10, cifar100, svhn, cifar10_subset, digits, ...).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "With --torch_checkpoint: dataset.data_dir.")
 flags.mark_flags_as_required(["workdir"])
 
 # 128 + SIGTERM, what schedulers expect of a preempted job (as jaxat.main).
@@ -136,10 +154,12 @@ def main(argv):
     raise ValueError(f"--num_buckets must be >= 1, got {_NUM_BUCKETS.value}")
   if _SEED.value < 0:
     raise ValueError(f"--seed must be >= 0, got {_SEED.value}")
-  run_config = load_run_config(_WORKDIR.value)
+  imported = _import_torch_checkpoint() if _TORCH_CHECKPOINT.value else None
+  run_config = imported.config if imported else load_run_config(_WORKDIR.value)
   eps = _EPS.value or (float(run_config.eval.eps) if _NORM.value == "linf" else "1/2")
   _, eps_fraction = robustness.parse_eps(eps)
-  weights = _WEIGHTS.value or ("ema" if run_config.ema.decay > 0 else "raw")
+  weights = "raw" if imported else _WEIGHTS.value or ("ema" if run_config.ema.decay > 0 else "raw")
+  checkpoint = "torch" if imported else _CHECKPOINT.value
   batch_size = _BATCH_SIZE.value or int(run_config.eval_batch_size)
   attack_options = parse_attack_settings(_ATTACK_SETTINGS.value)
   if _PGD_STEP_SIZE.value is not None:
@@ -153,7 +173,8 @@ def main(argv):
   for name, overrides in attack_options.items():
     registry.attack_spec(name, overrides)  # unknown attacks or settings fail here
 
-  trained = load_trained_model(_WORKDIR.value, checkpoint=_CHECKPOINT.value, weights=weights)
+  trained = (imported.trained if imported else
+             load_trained_model(_WORKDIR.value, checkpoint=checkpoint, weights=weights))
   test = trained.experiment.splits.test
   count = len(test) if _N_EXAMPLES.value == 0 else min(_N_EXAMPLES.value, len(test))
   if _N_EXAMPLES.value > len(test):
@@ -163,14 +184,19 @@ def main(argv):
   classifier = robustness.jaxat_classifier(trained.model, trained.params, trained.batch_stats,
                                            _BN_MODE.value)
 
-  tag = _TAG.value or default_tag(items, _NORM.value, eps_fraction, _CHECKPOINT.value, weights,
+  tag = _TAG.value or default_tag(items, _NORM.value, eps_fraction, checkpoint, weights,
                                   count, _SEED.value, attack_options)
   eval_dir = os.path.join(_WORKDIR.value, "eval")
   os.makedirs(eval_dir, exist_ok=True)
+  if imported:  # The workdir of an imported model says what was evaluated, at which eps.
+    if _NORM.value == "linf":
+      run_config.eval.eps = robustness.parse_eps(eps)[0]
+    reporting.write_json(os.path.join(_WORKDIR.value, "config.json"),
+                         json.loads(run_config.to_json_best_effort()))
   json_path, npz_path = (os.path.join(eval_dir, f"{tag}.{ext}") for ext in ("json", "npz"))
   partial_path = os.path.join(eval_dir, f"{tag}.partial.npz")
   settings = {"items": items, "eps": eps_fraction, "norm": _NORM.value, "num_examples": count,
-              "seed": _SEED.value, "weights": weights, "checkpoint": _CHECKPOINT.value,
+              "seed": _SEED.value, "weights": weights, "checkpoint": checkpoint,
               "step": trained.step, "bn_mode": _BN_MODE.value, "batch_size": batch_size,
               "num_buckets": _NUM_BUCKETS.value,
               "attack_options": attack_options}
@@ -226,12 +252,15 @@ def main(argv):
 
   payload = report.to_json()
   payload.update({
-      "tag": tag, "workdir": os.path.abspath(_WORKDIR.value), "checkpoint": _CHECKPOINT.value,
+      "tag": tag, "workdir": os.path.abspath(_WORKDIR.value), "checkpoint": checkpoint,
       "weights": weights, "step": trained.step, "bn_mode": _BN_MODE.value,
       "dataset": run_config.dataset.name, "model": run_config.model.name,
       "method": run_config.method.name, "command": " ".join(sys.argv),
       "seconds_total_this_invocation": time.perf_counter() - started,
   })
+  if imported:
+    payload.update({"torch_checkpoint": os.path.abspath(_TORCH_CHECKPOINT.value),
+                    "arch": _ARCH.value, "module_overrides": imported.module_overrides})
   arrays = report.arrays()
   arrays.update({"indices": np.arange(count), "labels": y})
   _atomic_savez(npz_path, arrays)
@@ -243,6 +272,23 @@ def main(argv):
         f"{eps_fraction} {_NORM.value}, {weights} weights); written to {json_path}")
   for warning in report.warnings:
     print(f"WARNING: {warning}")
+
+
+def _import_torch_checkpoint():
+  """The PyTorch checkpoint converted to jaxat; a bad flag or file exits with one line."""
+  from jaxat.cli_args import exit_on_user_error
+  from jaxat.interop import torch_import
+
+  def checked_import():
+    if _ARCH.value is None:
+      raise ValueError("--torch_checkpoint needs --arch; valid choices: "
+                       + ", ".join(torch_import.ARCH_CHOICES))
+    if _ACTIVATION.value not in ("relu", "silu"):
+      raise ValueError(f"--activation={_ACTIVATION.value!r} is invalid; valid choices: relu, silu")
+    return torch_import.import_checkpoint(_TORCH_CHECKPOINT.value, _ARCH.value, _ACTIVATION.value,
+                                          _NORMALIZATION.value, _DATASET.value, _DATA_DIR.value)
+
+  return exit_on_user_error(checked_import)
 
 
 class _QuietLibraries:

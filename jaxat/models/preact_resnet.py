@@ -12,6 +12,7 @@ from jaxat.models.layers import batch_norm, conv1x1, conv3x3
 # (output channels, stride of the first block) per stage; two blocks per stage.
 _PREACT_RESNET18_STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 _BLOCKS_PER_STAGE = 2
+SHORTCUT_INPUTS = ('preactivated', 'input')
 
 
 class PreActBlock(nn.Module):
@@ -19,18 +20,22 @@ class PreActBlock(nn.Module):
 
   out = act(BN1(x)); shortcut = conv1x1(out) if stride != 1 or C_in != features else x;
   returns conv2(act(BN2(conv1(out)))) + shortcut. The projection has no BN.
+  shortcut_input='input' projects x instead of out (RobustBench's PreActBlock with its
+  default out_shortcut=False, e.g. Wong2020Fast; only for imported models).
   Input (B, H, W, C_in) -> output (B, ceil(H/stride), ceil(W/stride), features).
   """
   features: int
   stride: int
   activation: str
+  shortcut_input: str = 'preactivated'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     act = activation_fn(self.activation)
     out = act(batch_norm(train, 'bn1')(x))
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = conv1x1(self.features, self.stride, 'shortcut_conv')(out)
+      projected = out if self.shortcut_input == 'preactivated' else x
+      shortcut = conv1x1(self.features, self.stride, 'shortcut_conv')(projected)
     else:
       shortcut = x
     out = conv3x3(self.features, self.stride, 'conv1')(out)
@@ -52,12 +57,16 @@ class PreActResNet18(nn.Module):
     final_bn: add the final BN + activation before pooling (submodule `bn_final`).
     activation: name from ACTIVATION_NAMES.
     mean, std: per-channel input statistics in [0, 1] pixel units.
+    shortcut_input: what the projection shortcuts read, one of SHORTCUT_INPUTS:
+      'preactivated' (jaxat, locuslab, kuangliu) or 'input' (models imported from
+      RobustBench's PreActResNet with out_shortcut=False); same parameters either way.
   """
   num_classes: int
   final_bn: bool = True
   activation: str = 'relu'
   mean: tuple[float, ...] = (0.0,)
   std: tuple[float, ...] = (1.0,)
+  shortcut_input: str = 'preactivated'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -70,12 +79,15 @@ class PreActResNet18(nn.Module):
     Returns:
       logits (B, num_classes) and features (B, 512), the pooled input of `dense`.
     """
+    if self.shortcut_input not in SHORTCUT_INPUTS:
+      raise ValueError(f'shortcut_input={self.shortcut_input!r} is invalid; valid choices: '
+                       f'{SHORTCUT_INPUTS}.')
     x = normalize_input(x, self.mean, self.std)
     x = conv3x3(64, 1, 'conv1')(x)
     for stage, (features, first_stride) in enumerate(_PREACT_RESNET18_STAGES, start=1):
       for block in range(_BLOCKS_PER_STAGE):
         stride = first_stride if block == 0 else 1
-        x = PreActBlock(features, stride, self.activation,
+        x = PreActBlock(features, stride, self.activation, self.shortcut_input,
                         name=f'layer{stage}_{block}')(x, train)
     if self.final_bn:
       x = activation_fn(self.activation)(batch_norm(train, 'bn_final')(x))

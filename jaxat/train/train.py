@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the training loop, importable (Flax-examples style).
 
-Outputs in `workdir`: config.json, metrics.jsonl, checkpoints/{last,best}, results.json.
+Outputs in `workdir`: config.json, metrics.jsonl, TensorBoard events.out.tfevents.*,
+checkpoints/{last,best}, results.json.
 Rerunning with the same config in a workdir that has a checkpoint resumes from it; a
 SIGTERM (preemption) saves a checkpoint at the next step boundary and raises `Preempted`.
 A resumed run is bit-identical to an uninterrupted one: every random draw is a function of
@@ -31,6 +32,7 @@ from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutat
                                     init_state, put_train_data)
 from jaxat.train.state import TrainState, model_fingerprint
 from jaxat.train.step import COUNT, FIRST_NONFINITE, init_sums, make_train_step, metric_shapes
+from jaxat.train.tensorboard_events import EpochEventWriter
 
 # Fields that may differ between a run and its resumption (they do not change training).
 RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices", "eval")
@@ -285,6 +287,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.truncate_after(meta["epoch"])
     logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
 
+  # TensorBoard scalars mirror metrics.jsonl (replayed after a resume's truncation); one
+  # writer per run, on process 0.
+  events = EpochEventWriter(workdir) if jax.process_index() == 0 else None
+  for kept_record in (writer.read() if events is not None else []):
+    events.write(kept_record)
+
   evaluators = _Evaluators(exp)
   start_step = int(state.step)
   compile_watch = reporting.Stopwatch()
@@ -360,6 +368,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     done = step - start_step
     seconds_left = elapsed / done * (exp.total_steps - step) if done else None
     writer.write(record)
+    if events is not None:
+      events.write(record)
     progress.epoch_line(record, seconds_left)
     sums = jax.device_put(init_sums(shapes), state.step.sharding)
     meta["epoch"] = epoch + 1
