@@ -226,7 +226,7 @@ def test_fields_of_another_base_are_refused():
 
 
 @pytest.mark.parametrize("path, value, match", [
-    ("base", "awp", "hat, iat, mart, pgd_at"),
+    ("base", "awp", "grad_align, hat, iat, mart, n_fgsm, pgd_at"),
     ("weight_perturbation.gamma", -0.01, "gamma"),
     ("weight_perturbation.warmup_epochs", -1, "warmup_epochs"),
     ("weight_perturbation.proxy_lr", 0.0, "proxy_lr"),

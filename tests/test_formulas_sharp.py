@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxat.methods.awp import AWP
-from jaxat.methods.base import Batch, StepContext
+from jaxat.methods.base import Batch, StepContext, epoch_start_info
 from jaxat.methods.hat import HAT, HelperModel
 from jaxat.methods.mart import MART
 from jaxat.methods.trades import TRADES
@@ -129,7 +129,7 @@ def uiat_prepare(method_cls, seed=0, epoch=0, beta=1.0, reduction="sum", state_e
   if state_edit is not None:
     state = state_edit(state)
   prepared, _, new_state, _ = method.prepare(ctx, params, {}, state, batch, jax.random.key(seed + 2),
-                                             jnp.asarray(epoch, jnp.int32))
+                                             epoch_start_info(epoch, ctx))
   return cfg, params, batch, state, prepared, new_state
 
 
@@ -208,7 +208,7 @@ def prepared_attack(method_cls, step_size, num_steps=1, seed=0):
                                      num_classes=NUM_CLASSES, image_shape=BIG_SHAPE, workdir=""))
     state = {"helper": {"params": params, "batch_stats": {}}}
   prepared, _, _, _ = method.prepare(ctx, params, {}, state, batch, jax.random.key(seed + 2),
-                                     jnp.asarray(0, jnp.int32))
+                                     epoch_start_info(0, ctx))
   return cfg, np.asarray(batch.images, np.float64), np.asarray(prepared["x_adv"], np.float64), f64(params)
 
 
@@ -302,7 +302,7 @@ def test_awp_perturbation_matches_a_hand_computed_one_on_a_two_layer_model():
   batch = Batch(jnp.asarray(x_adv, jnp.float32), jnp.asarray(labels), jnp.arange(batch_size))
   prepared = {"x_adv": jnp.asarray(x_adv, jnp.float32)}
   perturbation = method.weight_perturbation(ctx, params, {}, batch, prepared, jax.random.key(0),
-                                            jnp.asarray(0, jnp.int32))
+                                            epoch_start_info(0, ctx))
 
   # Backpropagation of the batch-mean CE at the unperturbed weights, by hand.
   x = np.asarray(prepared["x_adv"], np.float64).reshape(batch_size, -1)
@@ -346,9 +346,9 @@ def test_awp_perturbation_is_exactly_zero_during_the_warm_up():
   batch = Batch(x, jnp.array([0, 1]), jnp.arange(2))
   last_warmup = cfg.weight_perturbation.warmup_epochs - 1
   before = method.weight_perturbation(ctx, params, {}, batch, {"x_adv": x + 0.01}, jax.random.key(0),
-                                      jnp.asarray(last_warmup, jnp.int32))
+                                      epoch_start_info(last_warmup, ctx))
   after = method.weight_perturbation(ctx, params, {}, batch, {"x_adv": x + 0.01}, jax.random.key(0),
-                                     jnp.asarray(last_warmup + 1, jnp.int32))
+                                     epoch_start_info(last_warmup + 1, ctx))
   assert not np.any(np.asarray(before["out"]["kernel"]))
   assert np.any(np.asarray(after["out"]["kernel"]))
 
