@@ -46,7 +46,7 @@ paper's own tables are not given in the spec.
 import importlib.util
 import os
 
-from jaxat.config import base, presets
+from jaxat.config import base, presets, table1_recipe
 from jaxat.methods.awp import AWP, BASES
 
 OFFICIAL_BASES = ("pgd_at", "trades")
@@ -88,7 +88,7 @@ def apply_trades_awp_recipe(c, dataset: str) -> None:
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=tuple(BASES))
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=tuple(BASES) + (table1_recipe.TABLE1_TOKEN,))
   bases = sorted(modifiers & set(BASES))
   if len(bases) > 1:
     raise ValueError(f"config arg names several AWP base methods {bases}; give at most one of "
@@ -111,6 +111,8 @@ def get_config(arg=None):
     c.method.weight_perturbation.warmup_epochs = 5
   if dataset == "digits" and base_method == "trades":
     c.method.weight_perturbation.warmup_epochs = 2
+  if table1_recipe.TABLE1_TOKEN in modifiers:
+    table1_recipe.apply_table1_recipe(c, dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
     # TRADES-AWP keeps one warm-up epoch of the two, so both phases run.

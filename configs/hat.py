@@ -36,7 +36,7 @@ PGD-20 / 50.33 CW / 48.85 AA; CIFAR-100 58.73 / 27.92 / 24.60 / 23.34; SVHN 92.0
   python -m jaxat.main --config=configs/hat.py:digits --workdir=runs/hat_digits
 """
 
-from jaxat.config import base, presets
+from jaxat.config import base, presets, table1_recipe
 
 
 def apply_hat_recipe(c, dataset: str) -> None:
@@ -56,7 +56,7 @@ def apply_hat_recipe(c, dataset: str) -> None:
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=(table1_recipe.TABLE1_TOKEN,))
   c = base.base_config("hat")
   presets.apply_dataset(c, dataset)
   if dataset in ("cifar10", "cifar100", "svhn"):
@@ -64,6 +64,8 @@ def get_config(arg=None):
   else:
     presets.apply_common_recipe(c, dataset, set())
     c.method.helper_epochs = 2 if dataset == "synthetic" else 10
+  if table1_recipe.TABLE1_TOKEN in modifiers:
+    table1_recipe.apply_table1_recipe(c, dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
     c.method.helper_epochs = 1

@@ -32,7 +32,7 @@ PGD-20 / 50.43 CW / 48.04 AA; CIFAR-100 54.78 / 28.79 / 26.15 / 24.58; SVHN 89.8
   python -m jaxat.main --config=configs/mart.py:digits --workdir=runs/mart_digits
 """
 
-from jaxat.config import base, presets
+from jaxat.config import base, presets, table1_recipe
 
 def apply_mart_recipe(c, dataset: str, variant) -> None:
   """YisenWang/MART on top of the Rice preset's evaluation settings (docs/baselines.md#mart)."""
@@ -61,7 +61,7 @@ def apply_mart_recipe(c, dataset: str, variant) -> None:
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=("resnet18",))
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=("resnet18", table1_recipe.TABLE1_TOKEN))
   variant = "resnet18" if "resnet18" in modifiers else None
   c = base.base_config("mart")
   presets.apply_dataset(c, dataset)
@@ -72,6 +72,8 @@ def get_config(arg=None):
     if variant == "resnet18":
       c.model.update(name="resnet18", normalization="none")
       c.method.beta = 5.0
+  if table1_recipe.TABLE1_TOKEN in modifiers:
+    table1_recipe.apply_table1_recipe(c, dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
   c.lock()

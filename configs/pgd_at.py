@@ -15,13 +15,17 @@ Table 1 lists SAT (ResNet-18) at 83.80 clean / 51.40 PGD-20 / 47.68 AA.
       --config.dataset.data_dir=/path/to/cifar
 """
 
-from jaxat.config import base, presets
+from jaxat.config import base, presets, table1_recipe
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=(table1_recipe.TABLE1_TOKEN,))
   c = base.base_config("pgd_at")
   presets.apply_dataset(c, dataset)
-  presets.apply_common_recipe(c, dataset, modifiers)
+  presets.apply_common_recipe(c, dataset, modifiers - {"smoke"})
+  if table1_recipe.TABLE1_TOKEN in modifiers:
+    table1_recipe.apply_table1_recipe(c, dataset)
+  if "smoke" in modifiers:
+    presets.apply_smoke(c)
   c.lock()
   return c

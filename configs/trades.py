@@ -29,7 +29,7 @@ recipe's model): 85.72 clean / 56.10 PGD-20 / 53.40 AA; CIFAR-100 (LAS-AT Table 
   python -m jaxat.main --config=configs/trades.py:digits --workdir=runs/trades_digits
 """
 
-from jaxat.config import base, presets
+from jaxat.config import base, presets, table1_recipe
 
 
 def apply_trades_recipe(c, dataset: str) -> None:
@@ -49,13 +49,15 @@ def apply_trades_recipe(c, dataset: str) -> None:
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=(table1_recipe.TABLE1_TOKEN,))
   c = base.base_config("trades")
   presets.apply_dataset(c, dataset)
   if dataset in ("cifar10", "cifar100", "svhn"):
     apply_trades_recipe(c, dataset)
   else:
     presets.apply_common_recipe(c, dataset, set())
+  if table1_recipe.TABLE1_TOKEN in modifiers:
+    table1_recipe.apply_table1_recipe(c, dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
   c.lock()
