@@ -234,3 +234,27 @@ def test_unknown_pgd_loss_raises():
     pgd_attacks.pgd_attack(lambda z: z.reshape(1, -1), jnp.zeros((1, 1, 1, 2)), jnp.array([0]),
                            jax.random.key(0), eps=0.1, num_steps=1, step_size=0.1, loss="dlr")
 
+
+
+def test_pgd_starts_from_an_explicit_start_point_as_given():
+  # Objective w·x per example: its input gradient is w everywhere, so one ascent step of α
+  # from the start s is Π_[0,1](Π_ε(s + α·sign(w))) — and the start itself is neither
+  # projected nor clipped before the step (its third pixel lies 0.6 below x: projected
+  # first, it would end at 0.43 instead of 0.4).
+  x = jnp.full((2, 2, 2, 1), 0.5)
+  w = jnp.array([1.0, -1.0, 1.0, -1.0]).reshape(1, 2, 2, 1)
+
+  def objective(x_adv, aux):
+    logits = jnp.zeros((x_adv.shape[0], 2))
+    return jnp.sum(w * x_adv, axis=(1, 2, 3)), (logits, aux)
+
+  eps, alpha = 0.1, 0.03
+  start = x + jnp.array([0.2, 0.0, -0.6, 0.05]).reshape(1, 2, 2, 1)
+  result = pgd.pgd(objective, x, jnp.zeros((2,), jnp.int32), jax.random.key(0),
+                       Budget(eps, alpha, 1), max_steps=1, evaluate_final=False, start=start)
+  expected = np.clip(np.clip(np.asarray(start) + alpha * np.sign(np.asarray(w)) - 0.5, -eps, eps)
+                     + 0.5, 0.0, 1.0)
+  np.testing.assert_allclose(np.asarray(result.x_adv), expected, atol=1e-7)
+  with pytest.raises(ValueError, match="restarts = 1"):
+    pgd.pgd(objective, x, jnp.zeros((2,), jnp.int32), jax.random.key(0), Budget(eps, alpha, 1),
+                max_steps=1, restarts=2, start=start)

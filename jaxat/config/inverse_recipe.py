@@ -19,29 +19,17 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxat.config import fast_recipe, presets
+from jaxat.config import fast_recipe, presets, table1_recipe
 
 SINGLE_STEP_TOKENS = ("fgsm_rs", "n_fgsm")
 
 
 def apply_paper_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
-  """ResNet-18 / one-cycle 0.1 / 100 epochs (30 SVHN) / λ 3.5 (3.0 SVHN); see module doc."""
-  c.model.update(name="resnet18", normalization="none")
-  c.num_epochs = 30 if dataset == "svhn" else 100
-  c.batch_size = 128
-  c.eval_batch_size = 500
-  c.optimizer.update(momentum=0.9, nesterov=True, weight_decay=5e-4)
-  c.schedule.update(name="onecycle", lr_max=0.1, pct_start=0.25, div_factor=25.0,
-                    final_div_factor=1e4)
-  c.dataset.val_size = 0
-  c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=1000)
+  """ResNet-18 / one-cycle 0.1 / 100 epochs (30 SVHN) / λ 3.5 (3.0 SVHN); see module doc.
+  The recipe is the one every Table 1 row shares (table1_recipe.py); λ is UIAT's own."""
+  table1_recipe.apply_table1_recipe(c, dataset)
   if dataset == "svhn":
-    c.method.attack.step_size = 1 / 255
     c.method.kl_weight = 3.0
-  if dataset == "cifar10_subset":
-    c.num_epochs = 30
-    c.dataset.val_size = 500
-    c.eval.num_test_examples = 0
 
 
 def scale_inverse_to_digits(c: ml_collections.ConfigDict) -> None:

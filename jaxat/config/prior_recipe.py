@@ -41,9 +41,7 @@ def apply_official_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
   if dataset == "svhn":
     c.schedule.lr_max = 0.01
   if dataset == "cifar10_subset":
-    c.num_epochs = 30
-    c.dataset.val_size = 500
-    c.eval.num_test_examples = 0
+    presets.apply_subset_budget(c)
 
 
 def apply_prior_recipe(c: ml_collections.ConfigDict, dataset: str, modifiers: set[str]) -> None:

@@ -16,12 +16,15 @@ recipe so the rows compare like for like:
   on 1000 test images.
 
 Only the real datasets have a Table 1; `table1` with digits or synthetic is refused.
-UIAT, one-off UIAT and IAT are on this recipe already (jaxat/config/inverse_recipe.py).
+UIAT, one-off UIAT and IAT train on this recipe by default (jaxat/config/inverse_recipe.py
+calls `apply_table1_recipe` and adds UIAT's own λ for SVHN).
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+from jaxat.config import presets
 
 TABLE1_TOKEN = "table1"
 TABLE1_DATASETS = ("cifar10", "cifar100", "svhn", "cifar10_subset")
@@ -33,15 +36,16 @@ def apply_table1_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
     raise ValueError(f"config arg token 'table1' needs a dataset of the paper's Table 1, got "
                      f"{dataset!r}; valid choices: {', '.join(TABLE1_DATASETS)}")
   c.model.update(name="resnet18", normalization="none")
-  c.num_epochs = 30 if dataset in ("svhn", "cifar10_subset") else 100
+  c.num_epochs = 30 if dataset == "svhn" else 100
   c.batch_size = 128
   c.eval_batch_size = 500
   c.optimizer.update(momentum=0.9, nesterov=True, weight_decay=5e-4)
   c.schedule.update(name="onecycle", lr_max=0.1, pct_start=0.25, div_factor=25.0,
                     final_div_factor=1e4)
-  c.dataset.val_size = 500 if dataset == "cifar10_subset" else 0
-  c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10,
-                num_test_examples=0 if dataset == "cifar10_subset" else 1000)
+  c.dataset.val_size = 0
+  c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=1000)
   if "attack" in c.method:
     c.method.attack.update(eps=8 / 255, step_size=(1 if dataset == "svhn" else 2) / 255,
                            num_steps=10)
+  if dataset == "cifar10_subset":
+    presets.apply_subset_budget(c)

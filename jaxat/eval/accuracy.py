@@ -91,14 +91,16 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
 def evaluate_split(evaluator, params: Any, batch_stats: Any, split: DeviceSplit,
                    key: jax.Array) -> dict[str, Any]:
   """Per-example correctness over a split; returns fractions, the boolean arrays, the clean
-  predictions and `top_prediction_share`: the fraction of examples assigned to the most
-  predicted class (1.0 = the model predicts one class for everything)."""
+  predictions, `top_prediction` (the most predicted class) and `top_prediction_share`: the
+  fraction of examples assigned to it (1.0 = the model predicts one class for everything)."""
   outputs = [evaluator(params, batch_stats, split.images, split.labels, split.num_examples, i, key)
              for i in range(split.num_batches)]
   clean, robust, valid, predictions = (np.concatenate(parts)
                                        for parts in zip(*jax.device_get(outputs)))
   clean, robust, predictions = clean[valid], robust[valid], predictions[valid]
-  share = float(np.bincount(predictions).max() / len(predictions)) if len(predictions) else 0.0
+  counts = np.bincount(predictions) if len(predictions) else np.zeros(1, np.int64)
   return {"clean_acc": float(clean.mean()), "pgd_acc": float(robust.mean()),
           "clean_correct": clean, "pgd_correct": robust, "clean_predictions": predictions,
-          "top_prediction_share": share, "num_examples": int(valid.sum())}
+          "top_prediction": int(counts.argmax()),
+          "top_prediction_share": float(counts.max() / max(len(predictions), 1)),
+          "num_examples": int(valid.sum())}

@@ -119,9 +119,7 @@ class GradAlign(Method):
     cfg = self.cfg
     attack = cfg.attack
     budget = budgets.training_budget(attack, ctx, info)
-    step_size = budget.step_size
-    if info is not None:
-      step_size = step_size * budgets.ramp_scale(info, ctx, cfg.step_ramp_epochs)
+    step_size = budget.step_size * budgets.ramp_scale(info, ctx, cfg.step_ramp_epochs)
     start_key, eta_key = rng.split(key)
     x0 = projections.project_linf(batch.images, inits.initialise(
         attack.init, start_key, batch.images, attack.init_eps or budget.eps), budget.eps)

@@ -201,11 +201,31 @@ def _warn_on_constant_predictions(monitor: dict, num_classes: int, epoch: int) -
   symptom of a collapsed run (dead features), which accuracy alone reads as 'near chance'."""
   share = monitor["top_prediction_share"]
   if num_classes > 1 and share >= CONSTANT_PREDICTION_SHARE:
-    top = int(np.bincount(monitor["clean_predictions"]).argmax())
     logging.warning("epoch %d: the model predicts class %d for %.0f%% of the monitor test "
                     "images; training has collapsed (docs/architecture.md#batchnorm-modes "
                     "explains the usual cause: attacks against stale running statistics)",
-                    epoch, top, 100 * share)
+                    epoch, monitor["top_prediction"], 100 * share)
+
+
+def _probe_overfitting(exp: Experiment, evaluators: _Evaluators, state: TrainState, epoch: int,
+                       record: dict, meta: dict) -> bool:
+  """The overfitting guard after 0-based `epoch` (module overfitting_guard): adds the probe's
+  accuracy (and a collapse mark) to `record`, remembers it in `meta`; True = stop now."""
+  t = exp.config.train
+  probe = evaluate_split(evaluators.guard, state.params, state.batch_stats, evaluators.guard_split,
+                         jax.random.fold_in(keys.stream(exp.config.seed, keys.GUARD), epoch))
+  record["guard_train_pgd_acc"] = probe["pgd_acc"]
+  previous = meta.get("guard_previous_acc")
+  meta["guard_previous_acc"] = probe["pgd_acc"]
+  if not overfitting_guard.collapsed(previous, probe["pgd_acc"], t.guard_drop):
+    return False
+  record["overfitting_guard"] = overfitting_guard.COLLAPSE
+  stop = t.overfitting_guard == "stop"
+  logging.warning("catastrophic overfitting after epoch %d: PGD-%d accuracy on %d training "
+                  "images fell from %.3f to %.3f%s", epoch + 1, t.guard_pgd_steps,
+                  probe["num_examples"], previous, probe["pgd_acc"],
+                  "; stopping (train.overfitting_guard=stop)" if stop else "")
+  return stop
 
 
 def _keep_last_good_as_best(checkpointer: Checkpointer, state: TrainState, sums,
@@ -289,9 +309,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # TensorBoard scalars mirror metrics.jsonl (replayed after a resume's truncation); one
   # writer per run, on process 0.
-  events = EpochEventWriter(workdir) if jax.process_index() == 0 else None
-  for kept_record in (writer.read() if events is not None else []):
-    events.write(kept_record)
+  events = None
+  if jax.process_index() == 0:
+    events = EpochEventWriter(workdir)
+    for kept_record in writer.read():
+      events.write(kept_record)
 
   evaluators = _Evaluators(exp)
   start_step = int(state.step)
@@ -302,7 +324,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   progress = reporting.Progress(config.log.progress, exp.total_steps, start_step, config.batch_size)
   run_watch = reporting.Stopwatch()
   step = start_step
-  guard_mode = config.train.overfitting_guard
   first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
   for epoch in range(first_epoch, num_epochs):
     permutation = permutation_of(epoch)
@@ -345,22 +366,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
           meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
           checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
-    stop = False
-    if evaluators.guard is not None:
-      probe = evaluate_split(evaluators.guard, state.params, state.batch_stats,
-                             evaluators.guard_split,
-                             jax.random.fold_in(keys.stream(config.seed, keys.GUARD), epoch))
-      record["guard_train_pgd_acc"] = probe["pgd_acc"]
-      if overfitting_guard.collapsed(meta.get("guard_previous_acc"), probe["pgd_acc"],
-                                     config.train.guard_drop):
-        record["overfitting_guard"] = overfitting_guard.COLLAPSE
-        logging.warning("catastrophic overfitting after epoch %d: PGD-%d accuracy on %d training "
-                        "images fell from %.3f to %.3f%s", epoch + 1, config.train.guard_pgd_steps,
-                        evaluators.guard_split.num_examples, meta["guard_previous_acc"],
-                        probe["pgd_acc"], "; stopping (train.overfitting_guard=stop)"
-                        if guard_mode == "stop" else "")
-        stop = guard_mode == "stop"
-      meta["guard_previous_acc"] = probe["pgd_acc"]
+    stop = evaluators.guard is not None and _probe_overfitting(
+        exp, evaluators, state, epoch, record, meta)
     if stop:
       _keep_last_good_as_best(checkpointer, state, sums, evaluators.validation is not None)
       meta["guard_stopped_epoch"] = epoch + 1
