@@ -55,7 +55,8 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
     d.name = dataset
     c.augment.update(crop_padding=4, padding_mode="zero", flip=True)
   elif dataset == "cifar10_subset":
-    # The real CIFAR-10 subset of ../shared/data (5085 training images): 1000 held out as test.
+    # A 5085-image CIFAR-10 training subset in one .npz (CIFAR10_SUBSET_PATH by default, or
+    # --config.dataset.data_dir=FILE): 1000 images held out as test.
     d.name = "npz"
     d.source = "files"
     d.data_dir = CIFAR10_SUBSET_PATH
