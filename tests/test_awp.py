@@ -242,3 +242,18 @@ def test_invalid_fields_are_refused(path, value, match):
 def test_config_arg_with_two_bases_is_refused():
   with pytest.raises(ValueError, match="several AWP base methods"):
     load_config("awp", "digits,pgd_at,trades")
+
+
+def test_awp_wraps_a_method_with_its_own_state_end_to_end():
+  # UIAT keeps class-wise perturbations and a per-example momentum buffer in method_state:
+  # under AWP they are created, updated and kept exactly as by UIAT alone.
+  from tiny_runs import train_all_epochs
+  config = load_config("awp", "synthetic,uiat,smoke")
+  config.update_from_flattened_dict({"num_epochs": 2, "batch_size": 32, "dataset.max_train": 96,
+                                     "dataset.num_train": 96, "method.attack.num_steps": 1,
+                                     "method.momentum_start": 0.5, "log.progress": "none"})
+  assert (config.method.name, config.method.base) == ("awp", "uiat")
+  exp, state, sums = train_all_epochs(config)
+  assert np.isfinite(sums["loss"]) and sums["count"] == 2 * exp.ctx.steps_per_epoch
+  written = np.asarray(state.method_state["target"]["written_epoch"])
+  assert written.max() == 1 and set(state.method_state) == {"universal", "target"}
