@@ -203,6 +203,20 @@ class Method(abc.ABC):
            key: jax.Array, info: StepInfo) -> tuple[jax.Array, tuple[Any, Metrics]]:
     """Returns (scalar loss, (batch_stats after the training forward passes, metrics))."""
 
+  # -- plug-ins (docs/architecture.md#plug-ins) -------------------------------------------
+  # True when `loss_and_logits` is implemented: the method trains on adversarial examples
+  # prepared['x_adv'] and exposes the logits of that differentiated forward, so a plug-in
+  # (UIAT's class-wise inverse term, Eq. 13 of Dong et al.) can add a term on them.
+  exposes_adversarial_logits: ClassVar[bool] = False
+
+  def loss_and_logits(self, ctx: StepContext, params: Any, batch_stats: Any, batch: Batch,
+                      prepared: dict, key: jax.Array, info: StepInfo
+                      ) -> tuple[jax.Array, tuple[Any, Metrics, jax.Array]]:
+    """`loss`, plus the logits (B,K) of its training forward at prepared['x_adv'] (the
+    same pass, so a plug-in's term costs no second forward). Returns
+    (scalar loss, (batch_stats, metrics, logits))."""
+    raise NotImplementedError(f"method {self.name!r} does not expose its adversarial logits")
+
   def weight_perturbation(self, ctx: StepContext, params: Any, batch_stats: Any, batch: Batch,
                           prepared: dict, key: jax.Array, info: StepInfo) -> Any | None:
     """A perturbation pytree v added to the parameters for the gradient (AWP), or None."""

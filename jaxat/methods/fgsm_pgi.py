@@ -154,6 +154,13 @@ class PriorGuidedFGSM(Method):
     return prepared, batch_stats, new_state, metrics
 
   def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
+    loss, (batch_stats, metrics, _) = self.loss_and_logits(ctx, params, batch_stats, batch,
+                                                           prepared, key, info)
+    return loss, (batch_stats, metrics)
+
+  exposes_adversarial_logits = True
+
+  def loss_and_logits(self, ctx, params, batch_stats, batch, prepared, key, info):
     cfg = self.cfg
     # z0 = f(x + η) again, differentiable; batch statistics as in prepare's train-mode pass,
     # whose running-average update is already in batch_stats.
@@ -163,7 +170,7 @@ class PriorGuidedFGSM(Method):
     reg = jnp.mean(jnp.square(logits.astype(jnp.float32) - prior_logits.astype(jnp.float32)))
     loss = lsce + cfg.reg_weight * reg
     return loss, (batch_stats, {"loss": loss, "lsce_adv": lsce, "logit_mse": reg,
-                                "adv_acc": losses.accuracy(logits, batch.labels)})
+                                "adv_acc": losses.accuracy(logits, batch.labels)}, logits)
 
 
 class FGSMBP(PriorGuidedFGSM):

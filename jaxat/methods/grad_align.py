@@ -131,6 +131,13 @@ class GradAlign(Method):
     return prepared, batch_stats, method_state, {}
 
   def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
+    loss, (batch_stats, metrics, _) = self.loss_and_logits(ctx, params, batch_stats, batch,
+                                                           prepared, key, info)
+    return loss, (batch_stats, metrics)
+
+  exposes_adversarial_logits = True
+
+  def loss_and_logits(self, ctx, params, batch_stats, batch, prepared, key, info):
     logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
     ce = losses.cross_entropy(logits, batch.labels)
     g2, batch_stats = input_gradient(ctx, params, batch_stats, batch.images + prepared["eta"],
@@ -138,4 +145,4 @@ class GradAlign(Method):
     reg, _ = alignment_penalty(prepared["grad"], g2)
     loss = ce + self.cfg.align_lambda * reg
     return loss, (batch_stats, {"loss": loss, "adv_loss": ce, "align_reg": reg,
-                                "adv_acc": losses.accuracy(logits, batch.labels)})
+                                "adv_acc": losses.accuracy(logits, batch.labels)}, logits)

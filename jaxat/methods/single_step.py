@@ -50,7 +50,15 @@ class SingleStepAT(Method):
                                                         self.cfg.attack, info)
     return {"x_adv": x_adv}, batch_stats, method_state, {}
 
-  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
+  exposes_adversarial_logits = True
+
+  def loss_and_logits(self, ctx, params, batch_stats, batch, prepared, key, info):
     logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
     loss = losses.cross_entropy(logits, batch.labels)
-    return loss, (batch_stats, {"loss": loss, "adv_acc": losses.accuracy(logits, batch.labels)})
+    return loss, (batch_stats, {"loss": loss, "adv_acc": losses.accuracy(logits, batch.labels)},
+                  logits)
+
+  def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
+    loss, (batch_stats, metrics, _) = self.loss_and_logits(ctx, params, batch_stats, batch,
+                                                           prepared, key, info)
+    return loss, (batch_stats, metrics)
