@@ -12,9 +12,13 @@ single-step tokens of Appendix B.3:
   n_fgsm   one step of eps from U(−2·eps, 2·eps), no projection (de Jorge et al.);
 both with the CE-only inverse step (β = 0) and, on real data, the fast-AT recipe
 (PreAct ResNet-18, cyclic lr 0 → 0.2 → 0, 15 / 30 epochs; SVHN: the base methods' own
-SVHN recipe, jaxat/config/fast_recipe.py); see jaxat/config/inverse_recipe.py.
-The matching base method (same recipe, no UIAT term) is the same command with
-`--config.method.kl_weight=0` (the loss is then exactly CE(f(x̂), y)).
+SVHN recipe, jaxat/config/fast_recipe.py); and the tokens of the single-step methods
+with their own loss or state, into which UIAT is plugged (`method.base_method`, the
+base's own loss plus λ·KL, the base's own recipe; ε' = ε/2, β = 0):
+  grad_align, fgsm_bp, fgsm_ep, fgsm_mep.
+See jaxat/config/inverse_recipe.py. The matching base method (same recipe, no UIAT term)
+is the same command with `--config.method.kl_weight=0` (the loss is then exactly the
+base's: CE(f(x̂), y) for fgsm_rs / n_fgsm).
 
 Published: Table 1 (ResNet-18, eps 8/255) CIFAR-10 84.98 clean / 54.79 PGD-20 / 51.29 CW /
 49.05 AA; CIFAR-100 60.01 / 30.49 / 27.56 / 25.45; SVHN 93.14 / 58.30 / 55.45 / 52.49.
@@ -28,15 +32,12 @@ Measured on digits (30 epochs, eps 32/255, one seed): 98.6% clean / 76.9% PGD-20
       --config.dataset.data_dir=/path/to/cifar
   python -m jaxat.main --config=configs/uiat_oneoff.py:cifar10,n_fgsm --workdir=runs/nfgsm_uiat_c10 \
       --config.dataset.data_dir=/path/to/cifar
+  python -m jaxat.main --config=configs/uiat_oneoff.py:cifar10,fgsm_mep --workdir=runs/mep_uiat_c10 \
+      --config.dataset.data_dir=/path/to/cifar
 """
 
-from jaxat.config import base, inverse_recipe, presets
+from jaxat.config import inverse_recipe
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=inverse_recipe.SINGLE_STEP_TOKENS)
-  c = base.base_config("uiat_oneoff")
-  presets.apply_dataset(c, dataset)
-  inverse_recipe.apply_inverse_recipe(c, dataset, modifiers)
-  c.lock()
-  return c
+  return inverse_recipe.inverse_config("uiat_oneoff", arg)

@@ -19,9 +19,26 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxat.config import fast_recipe, presets, table1_recipe
+from jaxat.config import base, fast_recipe, presets, prior_recipe, table1_recipe
+from jaxat.methods.registry import get_method_class
 
+# Single-step methods that are only an attack: UIAT's own maximiser runs them.
 SINGLE_STEP_TOKENS = ("fgsm_rs", "n_fgsm")
+
+
+def _fast(method):
+  return lambda c, dataset, modifiers: fast_recipe.apply_fast_recipe(c, method, dataset, modifiers)
+
+
+# Single-step methods with their own loss or state: UIAT is plugged into the method
+# (`method.base_method`), trained with that method's own recipe.
+PLUGIN_RECIPES = {
+    "grad_align": _fast("grad_align"),
+    "fgsm_bp": prior_recipe.apply_prior_recipe,
+    "fgsm_ep": prior_recipe.apply_prior_recipe,
+    "fgsm_mep": prior_recipe.apply_prior_recipe,
+}
+PLUGIN_TOKENS = tuple(PLUGIN_RECIPES)
 
 
 def apply_paper_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
@@ -80,3 +97,46 @@ def apply_inverse_recipe(c: ml_collections.ConfigDict, dataset: str, modifiers: 
     apply_single_step(c, single_step[0], dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
+
+
+def base_eps(base_cfg: ml_collections.ConfigDict) -> float:
+  """ε of a single-step base method's threat model (`eps`, or `attack.eps`)."""
+  return base_cfg.eps if "eps" in base_cfg else base_cfg.attack.eps
+
+
+def plugged_config(method_name: str, token: str, dataset: str,
+                   modifiers: set[str]) -> ml_collections.ConfigDict:
+  """UIAT (`method_name`) plugged into the single-step method `token` (Eq. 13, Table 5).
+
+  The run is the base method's run (configs/<token>.py:<dataset>: model, recipe, its
+  method fields under `method.base_method`) with UIAT's inverse term added: ε' = ε/2 of
+  the base's ε (4/255 at 8/255, as in the paper), α' = ε', the CE-only inverse step
+  (β = 0), λ = 3.5 (SVHN 3.0), T' = 0.8 of training.
+  """
+  c = base.base_config(token)
+  presets.apply_dataset(c, dataset)
+  PLUGIN_RECIPES[token](c, dataset, modifiers - {token})
+  plug = get_method_class(method_name).plug_into(c.method)
+  plug.inverse.eps = base_eps(c.method) / 2
+  plug.inverse.step_size = plug.inverse.eps
+  if dataset == "svhn":
+    plug.kl_weight = 3.0
+  c.method = plug
+  return c
+
+
+def inverse_config(method_name: str, arg: str | None) -> ml_collections.ConfigDict:
+  """configs/<method_name>.py:get_config with the single-step tokens (locked)."""
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=SINGLE_STEP_TOKENS + PLUGIN_TOKENS)
+  chosen = sorted(modifiers & set(SINGLE_STEP_TOKENS + PLUGIN_TOKENS))
+  if len(chosen) > 1:
+    raise ValueError(f"config arg names several single-step methods {chosen}; give at most "
+                     f"one of {', '.join(SINGLE_STEP_TOKENS + PLUGIN_TOKENS)}")
+  if chosen and chosen[0] in PLUGIN_TOKENS:
+    c = plugged_config(method_name, chosen[0], dataset, modifiers)
+  else:
+    c = base.base_config(method_name)
+    presets.apply_dataset(c, dataset)
+    apply_inverse_recipe(c, dataset, modifiers)
+  c.lock()
+  return c

@@ -54,6 +54,12 @@ the other reading being the option):
 - target_gradient False (DECISION: p̄ is a constant) | True (the current-epoch term is
   recomputed inside the loss so gradients flow through it: one more forward and backward).
 
+Plug-in (Eq. 11-13, Table 5; docs/inverse_adversarial_training.md#uiat-as-a-plug-in-for-single-step-at):
+with `method.base_method` (the config of a single-step method, jaxat/methods/
+single_step_catalog.py; `plug_into` builds it) step 1 is the base's own `prepare` (its
+x̂, buffers and state, kept in method_state['base']) and the loss is the base's own loss
+plus λ·KL(p̄ ‖ p(x̂)) on the logits of the base's training forward (`loss_and_logits`).
+
 Phase switches are *fractions of training* (like the schedule boundaries, so
 `--config.num_epochs=N` rescales the recipe): the switch epoch is the 0-based index
 floor(fraction · num_epochs); with 100 epochs T = 75 and T' = 80
@@ -80,6 +86,7 @@ import ml_collections
 from jaxat.attacks import losses as attack_losses
 from jaxat.methods import inverse, losses, maximizer
 from jaxat.methods.base import Batch, Method, StepContext
+from jaxat.methods.single_step_catalog import SINGLE_STEP_METHODS
 from jaxat.models.forward import validate_bn_mode
 
 GENERATIONS = ("universal", "instance")
@@ -128,6 +135,21 @@ def _require_fraction(cfg, field: str) -> None:
                      f"100), got {value!r}")
 
 
+def _validate_base_method(cfg, num_classes) -> None:
+  """The plug-in's base: a single-step method, valid on its own, and no own `attack`."""
+  name = cfg.base_method.get("name")
+  if name not in SINGLE_STEP_METHODS:
+    raise ValueError(f"method.base_method.name={name!r} cannot carry UIAT; valid choices: "
+                     f"{', '.join(sorted(SINGLE_STEP_METHODS))}")
+  if "attack" in cfg:
+    raise ValueError(f"method.attack is not used when method.base_method ({name}) makes the "
+                     "adversarial examples; remove it (configs/uiat_oneoff.py:<dataset>,<base>)")
+  try:
+    SINGLE_STEP_METHODS[name].validate(cfg.base_method, num_classes)
+  except ValueError as error:
+    raise ValueError(str(error).replace("method.", "method.base_method.")) from None
+
+
 class InverseAdversarialTraining(Method):
   """The shared implementation; see the module docstring. Subclasses set name and defaults."""
 
@@ -167,8 +189,27 @@ class InverseAdversarialTraining(Method):
     ))
 
   @classmethod
+  def plug_into(cls, base_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """This method's config as a plug-in on the single-step method configured by `base_cfg`
+    (Eq. 11-13, Appendix B.3): the base's config under `base_method` replaces `attack` (the
+    base makes x̂ and its own loss), and the inverse step is CE-only (β = 0) as in the
+    paper's single-step experiments. docs/inverse_adversarial_training.md#uiat-as-a-plug-in-for-single-step-at
+    """
+    if base_cfg.name not in SINGLE_STEP_METHODS:
+      raise ValueError(f"UIAT cannot be plugged into {base_cfg.name!r}; valid choices: "
+                       f"{', '.join(sorted(SINGLE_STEP_METHODS))}")
+    c = cls.default_config()
+    del c["attack"]
+    c.base_method = ml_collections.ConfigDict(base_cfg.to_dict())
+    c.inverse.beta = 0.0
+    return c
+
+  @classmethod
   def validate(cls, cfg, num_classes=None):
-    maximizer.validate_attack_config(cfg.attack)
+    if "base_method" in cfg:
+      _validate_base_method(cfg, num_classes)
+    else:
+      maximizer.validate_attack_config(cfg.attack)
     if cfg.generation not in GENERATIONS:
       raise ValueError(f"unknown method.generation {cfg.generation!r}; valid choices: "
                        f"{', '.join(GENERATIONS)}")
@@ -210,6 +251,19 @@ class InverseAdversarialTraining(Method):
                        "one-off target is frozen after T'; the paper has no momentum in the "
                        "one-off setting); valid choices: momentum=False or oneoff=False")
 
+  def __init__(self, cfg):
+    super().__init__(cfg)
+    # The plug-in's base method (None: x̂ from this method's own `attack`).
+    self.base = (SINGLE_STEP_METHODS[cfg.base_method.name](cfg.base_method)
+                 if "base_method" in cfg else None)
+
+  def prerequisites(self, config, workdir):
+    return self.base.prerequisites(config, workdir) if self.base else ()
+
+  def attach_prerequisites(self, runs):
+    if self.base:
+      self.base.attach_prerequisites(runs)
+
   # -- state ------------------------------------------------------------------------------
   @property
   def _uses_buffer(self) -> bool:
@@ -217,6 +271,8 @@ class InverseAdversarialTraining(Method):
 
   def init_state(self, key, ctx, params, batch_stats):
     state: dict[str, Any] = {}
+    if self.base:
+      state["base"] = self.base.init_state(jax.random.fold_in(key, 1), ctx, params, batch_stats)
     if self.cfg.generation == "universal":
       state["universal"] = inverse.init_universal(jax.random.fold_in(key, 0), ctx.num_classes,
                                                   ctx.image_shape)
@@ -275,11 +331,19 @@ class InverseAdversarialTraining(Method):
   def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, info):
     cfg = self.cfg
     epoch = info.epoch
-    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        cfg.attack, info)
+    new_state = dict(method_state)
+    base_metrics = {}
+    if self.base:
+      # x̂ and everything else of the base's step (its buffers, generator) from the base,
+      # with the key the base would get on its own.
+      base_prepared, batch_stats, new_state["base"], base_metrics = self.base.prepare(
+          ctx, params, batch_stats, method_state["base"], batch, key, info)
+      x_adv = base_prepared["x_adv"]
+    else:
+      x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
+                                                          cfg.attack, info)
     inverse_key = jax.random.fold_in(key, 1)
     universal = method_state.get("universal")
-    new_state = dict(method_state)
 
     # The target is p̄ = history + current_weight · fresh, fresh = p(x̃) or p(x) (B,K).
     if not cfg.oneoff:
@@ -332,11 +396,12 @@ class InverseAdversarialTraining(Method):
     target = history + current_weight[:, None] * fresh
     if universal is not None:
       new_state["universal"] = universal
-    prepared = {"x_adv": x_adv, "target": jax.lax.stop_gradient(target)}
+    prepared = {"target": jax.lax.stop_gradient(target)}
+    prepared.update({"base": base_prepared} if self.base else {"x_adv": x_adv})
     if cfg.target_gradient:
       prepared.update(target_input=jax.lax.stop_gradient(target_input),
                       history=jax.lax.stop_gradient(history), current_weight=current_weight)
-    metrics = {"target_acc": losses.accuracy(target, batch.labels)}
+    metrics = {**base_metrics, "target_acc": losses.accuracy(target, batch.labels)}
     return prepared, batch_stats, new_state, metrics
 
   def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
@@ -346,14 +411,20 @@ class InverseAdversarialTraining(Method):
       current_logits, _, _ = ctx.model(params, batch_stats, prepared["target_input"], mode)
       current = jax.nn.softmax(current_logits.astype(jnp.float32), axis=-1)
       target = prepared["history"] + prepared["current_weight"][:, None] * current
-    logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
-    ce = losses.cross_entropy(logits, batch.labels)
+    if self.base:
+      # Eq. 13: the base's own loss, its logits at x̂ carrying the KL term.
+      base_loss, (batch_stats, metrics, logits) = self.base.loss_and_logits(
+          ctx, params, batch_stats, batch, prepared["base"], key, info)
+      metrics = {**metrics, "base_loss": base_loss}
+    else:
+      logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
+      base_loss = losses.cross_entropy(logits, batch.labels)
+      metrics = {"ce_adv": base_loss, "adv_acc": losses.accuracy(logits, batch.labels)}
     kl = jnp.mean(attack_losses.kl_divergence_from_probs(target, logits))
     if self.cfg.kl_reduction == "mean":
       kl = kl / logits.shape[-1]
-    loss = ce + self.cfg.kl_weight * kl
-    return loss, (batch_stats, {"loss": loss, "ce_adv": ce, "kl": kl,
-                                "adv_acc": losses.accuracy(logits, batch.labels)})
+    loss = base_loss + self.cfg.kl_weight * kl
+    return loss, (batch_stats, {**metrics, "loss": loss, "kl": kl})
 
 
 class UIAT(InverseAdversarialTraining):
