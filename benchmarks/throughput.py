@@ -13,7 +13,11 @@ Reported per method: seconds per step, images/s, seconds per CIFAR-10 epoch
 in the same invocation and the speed-up jaxat/PyTorch is reported.
 
 Methods whose step depends on the training phase (e.g. uiat_oneoff) are measured at the
-epoch given by --at_epoch out of --num_epochs.
+epoch given by --at_epoch out of --num_epochs, or at their own epoch with `@<epoch>`.
+A method may carry a config token after a colon: `uiat_oneoff:fgsm_mep` is
+configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
+
+  python benchmarks/throughput.py --model=small_cnn --methods=pgd_at,fgsm_mep,uiat_oneoff:fgsm_mep,uiat_oneoff:fgsm_mep@8
 """
 
 from __future__ import annotations
@@ -45,13 +49,21 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR10_TRAIN_SIZE = 50000
 
 
+def parse_method(spec: str) -> tuple[str, str, int | None]:
+  """'name[:token][@epoch]' -> (config name, extra config token, epoch or None)."""
+  spec, _, epoch = spec.partition("@")
+  name, _, token = spec.partition(":")
+  return name, token, int(epoch) if epoch else None
+
+
 def load_config(method: str):
   import importlib.util
-  path = os.path.join(REPO_ROOT, "configs", f"{method}.py")
-  spec = importlib.util.spec_from_file_location(f"config_{method}", path)
+  name, token, _ = parse_method(method)
+  path = os.path.join(REPO_ROOT, "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config("synthetic")
+  return module.get_config(",".join(["synthetic"] + ([token] if token else [])))
 
 
 def benchmark_config(method: str, args):
@@ -72,7 +84,7 @@ def benchmark_config(method: str, args):
 def measure(method: str, args) -> dict:
   config = benchmark_config(method, args)
   exp = build_experiment(config)
-  finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{method}"))
+  finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{parse_method(method)[0]}"))
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
@@ -81,9 +93,11 @@ def measure(method: str, args) -> dict:
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
                         state.step.sharding)
-  if args.at_epoch:
+  at_epoch = parse_method(method)[2]
+  at_epoch = args.at_epoch if at_epoch is None else at_epoch
+  if at_epoch:
     state = state.replace(step=jax.device_put(
-        jax.numpy.asarray(args.at_epoch * exp.ctx.steps_per_epoch, jax.numpy.int32), state.step.sharding))
+        jax.numpy.asarray(at_epoch * exp.ctx.steps_per_epoch, jax.numpy.int32), state.step.sharding))
   start = time.perf_counter()
   compiled = train_step.lower(state, sums, images, labels, permutation).compile()
   compile_seconds = time.perf_counter() - start
@@ -128,7 +142,7 @@ def main():
   parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
   args = parser.parse_args()
   methods = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in methods if m not in method_names()]
+  unknown = [m for m in methods if parse_method(m)[0] not in method_names()]
   if unknown:
     parser.error(f"unknown methods {unknown}; valid choices: {', '.join(method_names())}")
 

@@ -49,6 +49,10 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
       pct_start=0.25,       # onecycle: warm-up fraction; cyclic: fraction spent going up
       div_factor=25.0,      # onecycle: initial lr = lr_max / div_factor
       final_div_factor=1e4,  # onecycle: final lr = initial lr / final_div_factor
+      cycle_momentum=False,  # onecycle: cycle momentum max -> base -> max (PyTorch's default
+                             # True); False keeps optimizer.momentum (docs/baselines.md#one-cycle-momentum)
+      base_momentum=0.85,    # onecycle + cycle_momentum: momentum at the lr peak
+      max_momentum=0.95,     # onecycle + cycle_momentum: momentum at the start and the end
   ))
   c.ema = ml_collections.ConfigDict(dict(decay=0.0))  # 0 = off; e.g. 0.995
   c.method = get_method_class(method_name).default_config()

@@ -88,6 +88,17 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
                        f"got {bounds}")
   if s.name in ("onecycle", "cyclic") and not 0.0 < s.pct_start < 1.0:
     raise ValueError(f"schedule.pct_start must be in (0, 1), got {s.pct_start}")
+  if not isinstance(s.cycle_momentum, bool):
+    raise ValueError(f"schedule.cycle_momentum must be True or False, got {s.cycle_momentum!r}")
+  if s.cycle_momentum and s.name != "onecycle":
+    raise ValueError(f"schedule.cycle_momentum=True needs schedule.name='onecycle', got "
+                     f"{s.name!r}; valid choices: cycle_momentum=False, or name='onecycle'")
+  if s.cycle_momentum and not 0.0 <= s.base_momentum <= s.max_momentum < 1.0:
+    raise ValueError(f"schedule.base_momentum={s.base_momentum!r} and schedule.max_momentum="
+                     f"{s.max_momentum!r} must satisfy 0 <= base <= max < 1")
+  if s.cycle_momentum and o.momentum == 0.0:
+    raise ValueError("schedule.cycle_momentum=True needs an SGD with momentum "
+                     "(optimizer.momentum > 0, which the cycle then replaces)")
   if not 0.0 <= c.ema.decay < 1.0:
     raise ValueError(f"ema.decay must be in [0, 1) (0 = off), got {c.ema.decay}")
 

@@ -27,7 +27,7 @@ from jaxat.models.forward import ModelFn
 from jaxat.models.registry import create_model
 from jaxat.train import keys, sharding
 from jaxat.train.optimizer import make_optimizer
-from jaxat.train.schedules import Schedule, make_schedule
+from jaxat.train.schedules import Schedule, make_momentum_schedule, make_schedule
 from jaxat.train.state import TrainState
 
 
@@ -87,7 +87,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                     batch_size=config.batch_size,
                     buffer_rows=-(-len(train) // num_devices) * num_devices)
   schedule = make_schedule(config.schedule, steps_per_epoch, config.num_epochs)
-  tx = make_optimizer(config.optimizer, schedule)
+  tx = make_optimizer(config.optimizer, schedule,
+                      make_momentum_schedule(config.schedule, steps_per_epoch, config.num_epochs))
   mesh = sharding.make_mesh(num_devices)
   return Experiment(config=config, splits=splits, train=train, validation=validation, test=test,
                     model=model, method=create_method(config.method), ctx=ctx, schedule=schedule,

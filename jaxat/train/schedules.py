@@ -16,6 +16,12 @@ are fractions of training so a recipe rescales with num_epochs.
              step total - 1.
 - cyclic:    triangular (fast AT): 0 -> lr_max linearly over pct_start of the iterations,
              back to 0 at the end.
+
+Momentum (`make_momentum_schedule`): constant (optimizer.momentum) unless
+schedule.cycle_momentum is set with `onecycle`, where it follows PyTorch OneCycleLR's
+default cycle_momentum=True: the same two cosine phases in the opposite direction, from
+max_momentum down to base_momentum at the learning-rate peak and back up to max_momentum
+(docs/baselines.md#one-cycle-momentum).
 """
 
 from __future__ import annotations
@@ -26,6 +32,38 @@ import jax.numpy as jnp
 import ml_collections
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def _two_phase_cosine(start: float, peak: float, end: float, pct_start: float,
+                      total: int) -> Schedule:
+  """PyTorch OneCycleLR's annealing (anneal_strategy='cos'): start -> peak at step
+  pct_start·total − 1, then peak -> end at step total − 1."""
+  warm_end = pct_start * total - 1.0
+  last = float(total - 1)
+
+  def cosine(a, b, pct):
+    return b + (a - b) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+
+  def schedule(step):
+    s = jnp.asarray(step, jnp.float32)
+    up = cosine(start, peak, jnp.clip(s / jnp.maximum(warm_end, 1e-9), 0.0, 1.0))
+    down = cosine(peak, end, jnp.clip((s - warm_end) / jnp.maximum(last - warm_end, 1e-9), 0.0, 1.0))
+    return jnp.where(s <= warm_end, up, down)
+  return schedule
+
+
+def make_momentum_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
+                           num_epochs: int) -> Schedule | None:
+  """The momentum of each update when schedule.cycle_momentum is on (onecycle only):
+  max_momentum -> base_momentum at the learning-rate peak -> max_momentum; None when off
+  (the optimizer's constant momentum)."""
+  if not cfg.cycle_momentum:
+    return None
+  if cfg.name != "onecycle":
+    raise ValueError(f"schedule.cycle_momentum=True needs schedule.name='onecycle', got "
+                     f"{cfg.name!r}; valid choices: cycle_momentum=False, or name='onecycle'")
+  high, low = float(cfg.max_momentum), float(cfg.base_momentum)
+  return _two_phase_cosine(high, low, high, float(cfg.pct_start), steps_per_epoch * num_epochs)
 
 
 def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int) -> Schedule:
@@ -57,19 +95,8 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epoc
 
   if cfg.name == "onecycle":
     initial = lr_max / float(cfg.div_factor)
-    final = initial / float(cfg.final_div_factor)
-    warm_end = float(cfg.pct_start) * total - 1.0
-    last = float(total - 1)
-
-    def cosine(start, end, pct):
-      return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
-
-    def onecycle(step):
-      s = jnp.asarray(step, jnp.float32)
-      up = cosine(initial, lr_max, jnp.clip(s / jnp.maximum(warm_end, 1e-9), 0.0, 1.0))
-      down = cosine(lr_max, final, jnp.clip((s - warm_end) / jnp.maximum(last - warm_end, 1e-9), 0.0, 1.0))
-      return jnp.where(s <= warm_end, up, down)
-    return onecycle
+    return _two_phase_cosine(initial, lr_max, initial / float(cfg.final_div_factor),
+                             float(cfg.pct_start), total)
 
   if cfg.name == "cyclic":
     peak = float(cfg.pct_start) * total
