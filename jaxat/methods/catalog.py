@@ -10,6 +10,7 @@ from __future__ import annotations
 from jaxat.methods.base import Method
 from jaxat.methods.fgsm_pgi import FGSMBP, FGSMEP, FGSMMEP
 from jaxat.methods.fgsm_rs import FGSMRS
+from jaxat.methods.fgsm_sdi import FGSMSDI
 from jaxat.methods.grad_align import GradAlign
 from jaxat.methods.hat import HAT
 from jaxat.methods.mart import MART
@@ -21,7 +22,7 @@ from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
 BASE_METHODS: dict[str, type[Method]] = {
     cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT,
-                              FGSMRS, NFGSM, GradAlign, FGSMBP, FGSMEP, FGSMMEP)}
+                              FGSMRS, NFGSM, GradAlign, FGSMBP, FGSMEP, FGSMMEP, FGSMSDI)}
 
 
 def base_method_names() -> tuple[str, ...]:
