@@ -47,8 +47,13 @@ def context(steps_per_epoch=SPE, num_train=40):
                      batch_size=B)
 
 
+@jax.jit
+def _classifier_variables(key):
+  return CountingLinear().init(key, jnp.zeros((1,) + SHAPE), train=False)
+
+
 def classifier(seed=0):
-  variables = CountingLinear().init(jax.random.key(seed), jnp.zeros((1,) + SHAPE), train=False)
+  variables = _classifier_variables(jax.random.key(seed))
   return variables["params"], variables["batch_stats"]
 
 
@@ -88,7 +93,9 @@ def jitted_prepare(method, ctx):
 
 
 def initial_state(method, ctx, params, batch_stats, seed=5):
-  key = ("init", method.cfg.to_json(), seed)
+  cfg = method.cfg   # the generator's initial state depends on these fields only
+  key = ("init", cfg.eps, cfg.generator_width, cfg.generator_optimizer, cfg.generator_lr,
+         cfg.generator_weight_decay, seed)
   if key not in _COMPILED:
     _COMPILED[key] = jax.jit(lambda: method.init_state(jax.random.key(seed), ctx, params, batch_stats))()
   return _COMPILED[key]
@@ -245,13 +252,17 @@ def test_generator_forward_matches_a_numpy_forward_and_stays_in_the_eps_ball():
 
 
 # -- the adversarial example ----------------------------------------------------------------------
+@jax.jit
+def eval_generator(generator, x, grad_sign):
+  """η = G(x, sign g) in eval mode, with the module itself (not the method's helpers)."""
+  variables = {"params": generator["params"], "batch_stats": generator["batch_stats"]}
+  return InitGenerator(eps=EPS, width=WIDTH).apply(variables, x, grad_sign, train=False)
+
+
 def initial_eta(state, params, x, labels):
-  """η of the generator in `state` (eval mode) at sign ∇_x CE, computed with the module."""
+  """η of the generator in `state` (eval mode) at sign ∇_x CE of the linear classifier."""
   grad_sign = np.sign(ce_input_grad(params, x, labels)).astype(np.float32)
-  generator = unstacked(state["generator"])
-  eta = jax.jit(lambda v: InitGenerator(eps=EPS, width=WIDTH).apply(v, x, grad_sign, train=False))(
-      {"params": generator["params"], "batch_stats": generator["batch_stats"]})
-  return np.asarray(eta, np.float64)
+  return np.asarray(eval_generator(unstacked(state["generator"]), x, grad_sign), np.float64)
 
 
 def check_adversarial(x_adv, x, expected, clip):
@@ -283,12 +294,13 @@ def test_adversarial_example_against_the_hand_formula():
   np.testing.assert_allclose(metrics["init_size"], np.mean(np.abs(eta)) / EPS, rtol=1e-5)
 
 
-@pytest.mark.parametrize("alpha,clip", [(2 * EPS, False), (EPS, True)])
-def test_inner_projection_and_the_clip_option(alpha, clip):
-  """α > ε: the step α·sign g₁ is projected to [−ε, ε] before it is added to η;
-  clip_to_image: x + η and x + δ are clipped to [0, 1]."""
+def test_inner_projection_and_the_clip_option():
+  """α > ε: the step α·sign g₁ is projected to [−ε, ε] before it is added to η (which
+  changes δ wherever η and the step have opposite signs); clip_to_image: x + η and x + δ
+  are clipped to [0, 1]."""
   ctx = context()
   params, batch_stats = classifier()
+  alpha, clip = 2 * EPS, True
   method = make_method(step_size=alpha, clip_to_image=clip)
   state = initial_state(method, ctx, params, batch_stats)
   x, labels = data()
@@ -394,9 +406,7 @@ def test_generator_takes_one_adam_ascent_step_on_lsce():
   assert not np.allclose(after["batch_stats"]["head_bn"]["mean"], before["batch_stats"]["head_bn"]["mean"])
   assert int(after["opt_state"][1][0].count) == 1          # chain(decay, adam): adam's count
   # The classifier's step on the same batch uses the updated G (eval mode).
-  eta = np.asarray(InitGenerator(eps=EPS, width=WIDTH).apply(
-      {"params": after["params"], "batch_stats": after["batch_stats"]}, x, grad_sign,
-      train=False), np.float64)
+  eta = np.asarray(eval_generator(after, x, grad_sign), np.float64)
   np.testing.assert_allclose(prepared["x_adv"], hand_adversarial(params, x, labels, eta, EPS, EPS)[1],
                              atol=1e-6)
 
@@ -482,7 +492,8 @@ def test_trains_end_to_end_and_resumes_bit_identically(tmp_path):
   assert spe == 4
   images, labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  fresh = init_state(exp)
+  initial = jax.jit(lambda: init_state(exp))   # the engine's initial state, compiled once
+  fresh = initial()
   step, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
                                   sharding.state_sharding(fresh, exp.mesh, exp.ctx.example_rows))
   shapes = metric_shapes(step_fn, fresh, images, labels, permutation_of(0))
@@ -497,7 +508,7 @@ def test_trains_end_to_end_and_resumes_bit_identically(tmp_path):
     return state, sums
 
   initial_generator = jax.device_get(fresh.method_state["generator"])
-  straight, sums = run(init_state(exp), zero_sums(), 0, 2 * spe)
+  straight, sums = run(initial(), zero_sums(), 0, 2 * spe)
   sums = jax.device_get(sums)
   assert sums[FIRST_NONFINITE] == -1 and np.isfinite(sums["loss"])
   assert sums["count"] == 2 * spe
@@ -507,9 +518,9 @@ def test_trains_end_to_end_and_resumes_bit_identically(tmp_path):
 
   # Interrupted after step 5 (mid-epoch, between generator updates), saved, restored, finished.
   checkpointer = Checkpointer(str(tmp_path), keep=2)
-  partial, partial_sums = run(init_state(exp), zero_sums(), 0, 5)
+  partial, partial_sums = run(initial(), zero_sums(), 0, 5)
   checkpointer.save_last(5, partial, partial_sums, {"epoch": 1})
-  restored, restored_sums, _ = checkpointer.restore_last(init_state(exp), zero_sums())
+  restored, restored_sums, _ = checkpointer.restore_last(initial(), zero_sums())
   checkpointer.close()
   assert int(restored.step) == 5
   resumed, _ = run(restored, restored_sums, 5, 2 * spe)
@@ -517,3 +528,19 @@ def test_trains_end_to_end_and_resumes_bit_identically(tmp_path):
                jax.device_get(straight.method_state))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params),
                jax.device_get(straight.params))
+
+
+def test_generator_convolution_gradients_match_lax():
+  from jax import lax
+  from jaxat.models.init_generator import same_conv3x3
+  rng = np.random.default_rng(9)
+  x, kernel = rng.normal(size=(3, 5, 6, 4)), rng.normal(size=(3, 3, 4, 2))
+  cotangent = rng.normal(size=(3, 5, 6, 2))
+  reference = lambda a, k: lax.conv_general_dilated(a, k, (1, 1), ((1, 1), (1, 1)),
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ours, ours_vjp = jax.vjp(same_conv3x3, jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32))
+  theirs, theirs_vjp = jax.vjp(reference, jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32))
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+  for got, want in zip(ours_vjp(jnp.asarray(cotangent, jnp.float32)),
+                       theirs_vjp(jnp.asarray(cotangent, jnp.float32))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
