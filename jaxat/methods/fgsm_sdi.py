@@ -37,6 +37,12 @@ never reaches them. The recipe (configs/fgsm_sdi.py): ResNet-18 on raw [0,1] inp
 lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, 110 epochs, lr ×0.1 at 100/110 and
 105/110 of the iterations (per iteration).
 
+State: `method_state['generator']` = {'params', 'batch_stats', 'opt_state'} of G, every
+leaf with a leading axis of size 1 (replicated, never mistaken for a per-example buffer),
+checkpointed with the run, so a resumed run continues G exactly. Metrics: `clean_ce` (CE
+at x), `init_ce` (CE at x₁, how strong the initialisation is), `init_size` (mean |η| / ε),
+`loss` and `adv_acc` (at x_adv).
+
 Official behaviours reproduced: the clean-gradient pass, both passes of the generator
 update and the x₁ pass of step 3 run the classifier in train mode and update its running
 BatchNorm statistics (3 train-mode passes per batch, 5 at generator updates, in the
