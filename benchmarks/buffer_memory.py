@@ -80,12 +80,18 @@ def measure(method: str, dtype: str, devices: int, num_train: int, steps: int) -
     state, sums = train_step(state, sums, images, labels, permutation)
   jax.block_until_ready(sums)
 
+  def device_bytes(array) -> dict[str, int]:
+    """Bytes of `array` on each device, from its sharding (reading shard.data would
+    materialise per-device arrays that jax.live_arrays() then counts again)."""
+    shard_bytes = int(np.prod(array.sharding.shard_shape(array.shape))) * array.dtype.itemsize
+    return {str(device): shard_bytes for device in array.sharding.device_set}
+
   leaves = jax.tree.leaves(state.method_state)
+  live = sum(sum(device_bytes(a).values()) for a in jax.live_arrays())
   per_device: dict[str, int] = {}
   for leaf in leaves:
-    for shard in leaf.addressable_shards:
-      per_device[str(shard.device)] = per_device.get(str(shard.device), 0) + shard.data.nbytes
-  live = sum(sum(s.data.nbytes for s in a.addressable_shards) for a in jax.live_arrays())
+    for device, nbytes in device_bytes(leaf).items():
+      per_device[device] = per_device.get(device, 0) + nbytes
   peaks = []
   for device in jax.local_devices():
     stats = device.memory_stats() or {}

@@ -15,7 +15,7 @@ both with the CE-only inverse step (β = 0) and, on real data, the fast-AT recip
 SVHN recipe, jaxat/config/fast_recipe.py); and the tokens of the single-step methods
 with their own loss or state, into which UIAT is plugged (`method.base_method`, the
 base's own loss plus λ·KL, the base's own recipe; ε' = ε/2, β = 0):
-  grad_align, fgsm_bp, fgsm_ep, fgsm_mep.
+  grad_align, fgsm_bp, fgsm_ep, fgsm_mep, fgsm_sdi.
 See jaxat/config/inverse_recipe.py. The matching base method (same recipe, no UIAT term)
 is the same command with `--config.method.kl_weight=0` (the loss is then exactly the
 base's: CE(f(x̂), y) for fgsm_rs / n_fgsm).

@@ -131,6 +131,34 @@ def test_loss_is_the_base_loss_plus_lambda_kl_on_the_bases_logits(epoch):
                              LAM * np.mean(q - target, 0), rtol=1e-4, atol=1e-6)
 
 
+def test_plugin_over_fgsm_sdi_keeps_the_generator_and_adds_the_kl_term():
+  ctx, params, batch = toy()
+  from jaxat.methods.fgsm_sdi import FGSMSDI
+  base_cfg = FGSMSDI.default_config()
+  base_cfg.update(eps=0.2, step_size=0.2, generator_width=4, generator_every=1)
+  cfg = UIATOneOff.plug_into(base_cfg)
+  cfg.update(kl_weight=LAM)
+  UIATOneOff.validate(cfg, NUM_CLASSES)
+  method = create_method(cfg)
+  state, prepared, new_state, loss, _ = run_phase(method, ctx, params, batch, 0)
+  base = FGSMSDI(base_cfg)
+  info = epoch_start_info(0, ctx)
+  base_prepared, _, base_new_state, _ = base.prepare(ctx, params, {}, state["base"], batch,
+                                                     jax.random.key(7), info)
+  np.testing.assert_array_equal(prepared["base"]["x_adv"], base_prepared["x_adv"])
+  # The generator's update (every batch here) happened inside the plug-in as in the base.
+  for a, b in zip(jax.tree.leaves(new_state["base"]), jax.tree.leaves(base_new_state)):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(new_state["base"]), jax.tree.leaves(state["base"])))
+  base_loss = base.loss(ctx, params, {}, batch, base_prepared, jax.random.key(7), info)[0]
+  x = np.asarray(batch.images, np.float64)
+  target = np_softmax(np_linear(params, x)[0])          # p(x) before T'
+  q = np_softmax(np_linear(params, np.asarray(base_prepared["x_adv"]))[0])
+  kl = np.mean(np.sum(target * (np.log(target) - np.log(q)), -1))
+  np.testing.assert_allclose(loss, float(base_loss) + LAM * kl, rtol=1e-5)
+
+
 def test_after_T_prime_the_stored_target_is_used():
   ctx, params, batch = toy()
   method = plugged()
@@ -157,6 +185,8 @@ def test_uiat_oneoff_tokens_plug_into_the_base_recipe():
   assert c.method.inverse.step_size == pytest.approx(4 / 255)
   assert c.method.inverse.beta == 0.0 and c.method.kl_weight == 3.5 and c.method.oneoff_start == 0.8
   assert load_config("uiat_oneoff", "svhn,fgsm_ep").method.kl_weight == 3.0
+  sdi = load_config("uiat_oneoff", "cifar10,fgsm_sdi")
+  assert sdi.method.base_method.to_dict() == load_config("fgsm_sdi", "cifar10").method.to_dict()
   g = load_config("uiat_oneoff", "cifar10,grad_align")
   assert g.method.base_method.to_dict() == load_config("grad_align", "cifar10").method.to_dict()
   # The attack-only tokens still set UIAT's own attack.

@@ -37,6 +37,7 @@ PLUGIN_RECIPES = {
     "fgsm_bp": prior_recipe.apply_prior_recipe,
     "fgsm_ep": prior_recipe.apply_prior_recipe,
     "fgsm_mep": prior_recipe.apply_prior_recipe,
+    "fgsm_sdi": prior_recipe.apply_sdi_recipe,
 }
 PLUGIN_TOKENS = tuple(PLUGIN_RECIPES)
 

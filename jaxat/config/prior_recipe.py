@@ -1,5 +1,7 @@
 """The training recipe of prior-guided FGSM (FGSM-BP / FGSM-EP / FGSM-MEP, Jia et al., ECCV
-2022) for configs/fgsm_bp.py, configs/fgsm_ep.py and configs/fgsm_mep.py.
+2022) for configs/fgsm_bp.py, configs/fgsm_ep.py and configs/fgsm_mep.py, shared by
+FGSM-SDI (configs/fgsm_sdi.py; same authors, same official training protocol), which has
+no prior to reset: the reset period is set only for methods with `method.reset_epochs`.
 
 Real datasets (cifar10, cifar100, svhn, cifar10_subset), following the official
 FGSM_MEP.py: ResNet-18 (kuangliu layout) on raw [0,1] inputs, ε = α = 8/255, SGD lr 0.1,
@@ -26,6 +28,12 @@ from jaxat.config import presets
 RESET_EPOCHS = {"cifar10": 40, "cifar100": 10, "svhn": 40, "cifar10_subset": 10, "digits": 10}
 
 
+def _set_reset_epochs(c: ml_collections.ConfigDict, dataset: str) -> None:
+  """The prior reset period, for the methods that have one (not FGSM-SDI)."""
+  if "reset_epochs" in c.method:
+    c.method.reset_epochs = RESET_EPOCHS[dataset]
+
+
 def apply_official_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
   """ResNet-18 / SGD 0.1 / 110 epochs / multistep at 100/110, 105/110; see module doc."""
   c.model.update(name="resnet18", normalization="none")
@@ -37,7 +45,8 @@ def apply_official_recipe(c: ml_collections.ConfigDict, dataset: str) -> None:
                     decay_factor=0.1, per_epoch=False)
   c.dataset.val_size = 0
   c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=1000)
-  c.method.update(eps=8 / 255, step_size=8 / 255, reset_epochs=RESET_EPOCHS[dataset])
+  c.method.update(eps=8 / 255, step_size=8 / 255)
+  _set_reset_epochs(c, dataset)
   if dataset == "svhn":
     c.schedule.lr_max = 0.01
   if dataset == "cifar10_subset":
@@ -48,11 +57,26 @@ def apply_prior_recipe(c: ml_collections.ConfigDict, dataset: str, modifiers: se
   """The dataset's recipe, then `smoke`."""
   if dataset == "digits":
     presets.apply_digits_recipe(c)
-    c.method.update(eps=presets.DIGITS_EPS, step_size=presets.DIGITS_EPS,
-                    reset_epochs=RESET_EPOCHS["digits"])
+    c.method.update(eps=presets.DIGITS_EPS, step_size=presets.DIGITS_EPS)
+    _set_reset_epochs(c, dataset)
   elif dataset == "synthetic":
     presets.apply_synthetic_recipe(c)
   else:
     apply_official_recipe(c, dataset)
   if "smoke" in modifiers:
     presets.apply_smoke(c)
+
+
+# FGSM-SDI on digits: the official k = 20 would update the generator twice an epoch
+# (22 batches), so the digits preset updates it every 2 batches.
+DIGITS_GENERATOR_EVERY = 2
+
+
+def apply_sdi_recipe(c: ml_collections.ConfigDict, dataset: str, modifiers: set[str]) -> None:
+  """configs/fgsm_sdi.py: the prior-guided recipe, the digits generator period, and a
+  width-8 generator under `smoke`."""
+  apply_prior_recipe(c, dataset, modifiers)
+  if dataset == "digits":
+    c.method.generator_every = DIGITS_GENERATOR_EVERY
+  if "smoke" in modifiers:
+    c.method.generator_width = 8

@@ -1,4 +1,5 @@
-"""The budget role: which ε, step size and step count each training example is attacked with.
+"""The budget role: which ε, step size and step count each training example is attacked with
+(docs/fast_adversarial_training.md#roles).
 
 Budgets are `jaxat.attacks.budget.Budget` values (scalars, or (B,) arrays for per-example
 rules) in [0,1] pixel units, computed inside the jitted step from the `StepInfo`, so a

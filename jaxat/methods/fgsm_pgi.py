@@ -1,5 +1,6 @@
 """Prior-guided FGSM adversarial training: FGSM-BP, FGSM-EP and FGSM-MEP (Jia et al., ECCV
 2022, "Prior-Guided Adversarial Initialization for Fast Adversarial Training").
+Docs: docs/fast_adversarial_training.md#fgsm-bp-fgsm-ep-fgsm-mep.
 
 A single FGSM step starts from a *prior* perturbation η instead of a random point; the
 three registered methods differ only in the prior (kept by jaxat/methods/prior_init.py):

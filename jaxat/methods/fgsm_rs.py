@@ -1,4 +1,5 @@
 r"""FGSM with a random start, "fast adversarial training" (Wong, Rice & Kolter, ICLR 2020).
+Docs: docs/fast_adversarial_training.md#fgsm-rs.
 
 Per batch (L∞, pixel units in [0,1]):
 

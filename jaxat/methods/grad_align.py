@@ -1,5 +1,6 @@
 r"""GradAlign: FGSM training with a gradient-alignment regulariser (Andriushchenko &
 Flammarion, NeurIPS 2020, "Understanding and Improving Fast Adversarial Training").
+Docs: docs/fast_adversarial_training.md#gradalign.
 
 Per batch (L∞, pixel units in [0,1]; CE is the batch mean, so gradients carry a 1/B):
 

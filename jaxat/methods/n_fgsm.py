@@ -1,5 +1,6 @@
 r"""N-FGSM: noise-augmented single-step adversarial training (de Jorge et al., NeurIPS 2022,
 "Make Some Noise: Reliable and Efficient Single-Step Adversarial Training").
+Docs: docs/fast_adversarial_training.md#n-fgsm.
 
 Per batch (L∞, pixel units in [0,1]):
 

@@ -1,5 +1,6 @@
 """The initialiser role for prior-guided single-step attacks: prior perturbations kept in
-`method_state` and used as the start point x_0 = x + η of the next attack.
+`method_state` and used as the start point x_0 = x + η of the next attack
+(docs/fast_adversarial_training.md#per-example-buffers-at-scale).
 
 Three kinds of prior (Jia et al., ECCV 2022, "Prior-Guided Adversarial Initialization for
 Fast Adversarial Training"):

@@ -11,8 +11,9 @@ from __future__ import annotations
 from jaxat.methods.base import Method
 from jaxat.methods.fgsm_pgi import FGSMBP, FGSMEP, FGSMMEP
 from jaxat.methods.fgsm_rs import FGSMRS
+from jaxat.methods.fgsm_sdi import FGSMSDI
 from jaxat.methods.grad_align import GradAlign
 from jaxat.methods.n_fgsm import NFGSM
 
 SINGLE_STEP_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (FGSMRS, NFGSM, GradAlign, FGSMBP, FGSMEP, FGSMMEP)}
+    cls.name: cls for cls in (FGSMRS, NFGSM, GradAlign, FGSMBP, FGSMEP, FGSMMEP, FGSMSDI)}

@@ -1,4 +1,5 @@
-"""Catastrophic-overfitting guard: a per-epoch robustness probe on fixed training images.
+"""Catastrophic-overfitting guard: a per-epoch robustness probe on fixed training images
+(docs/fast_adversarial_training.md#catastrophic-overfitting-guard).
 
 Single-step adversarial training can collapse within an epoch: robust accuracy against
 multi-step PGD falls to ~0 while FGSM accuracy soars (Wong et al. 2020, "catastrophic
