@@ -79,7 +79,7 @@ def test_cycled_momentum_matches_pytorch_onecycle():
       w.grad = torch.tensor(float(g), dtype=torch.float64)
       opt.step()
       sched.step()
-      np.testing.assert_allclose(float(params["w"]), float(w), rtol=1e-5)
+      np.testing.assert_allclose(float(params["w"]), w.item(), rtol=1e-5)
   # The ends and the peak by hand: 0.95 at step 0, 0.85 at step pct·total − 1 = 2, 0.95 last.
   momentum = make_momentum_schedule(schedule_cfg, total, 1)
   np.testing.assert_allclose([float(momentum(s)) for s in (0, 2, total - 1)], [0.95, 0.85, 0.95],
