@@ -12,6 +12,10 @@ Reported per method: seconds per step, images/s, seconds per CIFAR-10 epoch
 --torch_python, benchmarks/torch_reference.py runs the same model and methods in PyTorch
 in the same invocation and the speed-up jaxat/PyTorch is reported.
 
+--conv=lax swaps the models' convolution (jaxat/models/conv_op.py, whose custom VJP keeps
+the input gradient fast inside attack loops) for plain `lax.conv_general_dilated`, to
+measure what that VJP costs or saves per method.
+
 Methods whose step depends on the training phase (e.g. uiat_oneoff) are measured at the
 epoch given by --at_epoch out of --num_epochs, or at their own epoch with `@<epoch>`.
 A method may carry a config token after a colon: `uiat_oneoff:fgsm_mep` is
@@ -140,7 +144,14 @@ def main():
   parser.add_argument("--num_devices", type=int, default=0)
   parser.add_argument("--torch_python", default="", help="python with torch installed (optional)")
   parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
+  parser.add_argument("--conv", default="jaxat", choices=("jaxat", "lax"),
+                      help="jaxat: the models' convolution (jaxat/models/conv_op.py, custom input-"
+                           "gradient VJP); lax: plain lax.conv_general_dilated, to measure that VJP")
   args = parser.parse_args()
+  if args.conv == "lax":
+    from jax import lax
+    from jaxat.models import layers
+    layers.conv_general_dilated = lax.conv_general_dilated
   methods = [m for m in args.methods.split(",") if m]
   unknown = [m for m in methods if parse_method(m)[0] not in method_names()]
   if unknown:
@@ -165,7 +176,7 @@ def main():
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
       "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
-      "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch,
+      "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch, "conv": args.conv,
       "machine": describe_machine(), "jaxat": results, "torch": torch_result,
       "comparison": comparison,
   }

@@ -4,6 +4,9 @@ import logging as std_logging
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The same for every `python -m jaxat...` subprocess a test starts (they inherit the
+# environment): their compile time, not their few tiny steps, is what the slow tests wait on.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 
