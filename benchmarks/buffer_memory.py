@@ -74,8 +74,8 @@ def measure(method: str, dtype: str, devices: int, num_train: int, steps: int) -
   train_step, step_fn = make_train_step(
       exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
-  sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
-                        state.step.sharding)
+  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation),
+                   state.step.sharding)
   for _ in range(steps):
     state, sums = train_step(state, sums, images, labels, permutation)
   jax.block_until_ready(sums)

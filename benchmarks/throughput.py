@@ -95,8 +95,8 @@ def measure(method: str, args) -> dict:
   train_step, step_fn = make_train_step(
       exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
-  sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation)),
-                        state.step.sharding)
+  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation),
+                   state.step.sharding)
   at_epoch = parse_method(method)[2]
   at_epoch = args.at_epoch if at_epoch is None else at_epoch
   if at_epoch:

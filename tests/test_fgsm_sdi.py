@@ -500,7 +500,7 @@ def test_trains_end_to_end_and_resumes_bit_identically(tmp_path):
   assert {"clean_ce", "init_ce", "init_size", "loss", "adv_acc"} <= set(shapes)
 
   def zero_sums():   # placed as the engine places them (else the second call recompiles)
-    return jax.device_put(init_sums(shapes), fresh.step.sharding)
+    return init_sums(shapes, fresh.step.sharding)
 
   def run(state, sums, first, last):
     for s in range(first, last):

@@ -16,9 +16,6 @@ from jaxat.models.preact_resnet import PreActBlock
 from jaxat.models.resnet import BasicBlock
 from jaxat.models.wide_resnet import WideBasicBlock
 
-# The nets are tiny or only shape-evaluated; XLA optimisation time would dominate.
-jax.config.update('jax_disable_most_optimizations', True)
-
 GOLDEN_PATH = Path(__file__).parents[2] / 'shared/goldens/autoattack_smallcnn.npz'
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)

@@ -279,14 +279,13 @@ RESUME_ARGS = ["-m", "jaxat.main", "--config=configs/fgsm_mep.py:synthetic,smoke
                "--config.eval.pgd_steps=2", "--config.eval.every_epochs=2",
                "--config.method.reset_epochs=1"]
 TOTAL_STEPS = 2 * (64 // 16)
-FAST_COMPILE = {"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 @pytest.mark.slow
 def test_sigterm_resume_keeps_prior_buffers(tmp_path):
   from jaxat.train.restore import load_trained_model
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  env = dict(os.environ, **FAST_COMPILE)
+  env = dict(os.environ)
   uninterrupted = subprocess.Popen([sys.executable, *RESUME_ARGS, f"--workdir={straight}"],
                                    cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -294,7 +293,7 @@ def test_sigterm_resume_keeps_prior_buffers(tmp_path):
   assert returncode == 143, stderr[-3000:]
   saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
   assert saved and max(saved) < TOTAL_STEPS
-  resumed = run_cli([*RESUME_ARGS, f"--workdir={interrupted}"], env_extra=FAST_COMPILE)
+  resumed = run_cli([*RESUME_ARGS, f"--workdir={interrupted}"])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from step" in resumed.stderr
   _, straight_err = uninterrupted.communicate(timeout=300)
@@ -359,7 +358,7 @@ TWO_DEVICES = textwrap.dedent("""
 @pytest.mark.slow
 def test_prior_buffers_agree_between_one_and_two_devices():
   proc = run_cli(["-c", TWO_DEVICES], env_extra={
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **FAST_COMPILE})
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   # Index bookkeeping and the fresh draws are exact; values agree up to float32

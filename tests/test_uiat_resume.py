@@ -25,19 +25,18 @@ ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke", "--confi
         "--config.method.momentum_start=0.5"]
 TOTAL_STEPS = 2 * (256 // 16)
 # Tiny models: compilation dominates, so every run (all three alike) skips most of it.
-FAST_COMPILE = {"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 def test_sigterm_resume_keeps_universal_perturbations_and_momentum_buffers(tmp_path):
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  env = dict(os.environ, **FAST_COMPILE)
+  env = dict(os.environ)
   uninterrupted = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   returncode, stderr = run_until_sigterm([*ARGS, f"--workdir={interrupted}"], env)
   assert returncode == 143, stderr[-3000:]
   saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
   assert saved and max(saved) < TOTAL_STEPS
-  resumed = run_cli([*ARGS, f"--workdir={interrupted}"], env_extra=FAST_COMPILE)
+  resumed = run_cli([*ARGS, f"--workdir={interrupted}"])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from step" in resumed.stderr
   _, straight_err = uninterrupted.communicate(timeout=300)
@@ -86,7 +85,7 @@ TWO_DEVICES = textwrap.dedent("""
 
 def test_buffers_agree_between_one_and_two_devices():
   proc = run_cli(["-c", TWO_DEVICES], env_extra={
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **FAST_COMPILE})
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   # Index bookkeeping is exact; values agree up to float32 reassociation of the sharded

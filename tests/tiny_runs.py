@@ -70,10 +70,8 @@ def train_all_epochs(config: ml_collections.ConfigDict):
   step, step_fn = make_train_step(
       exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
-  # Placed like the engine places them (train.py): host-side sums would give the first
-  # call a different input sharding and compile the step a second time.
-  sums = jax.device_put(init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0))),
-                        state.step.sharding)
+  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation_of(0)),
+                   state.step.sharding)
   for epoch in range(exp.ctx.num_epochs):
     permutation = permutation_of(epoch)
     for _ in range(exp.ctx.steps_per_epoch):

@@ -89,11 +89,15 @@ def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransforma
   return step_fn
 
 
-def init_sums(metric_shapes: dict[str, Any]) -> dict[str, jax.Array]:
+def init_sums(metric_shapes: dict[str, Any], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+  """Zeroed epoch sums (one scalar per metric, the step count, the first non-finite step
+  = -1), placed with `sharding` (the step counter's): sums left where `jnp.zeros` puts
+  them would reach the jitted step with another sharding than the sums it returns, and
+  the step would compile twice."""
   sums = {name: jnp.zeros((), jnp.float32) for name in metric_shapes}
   sums[COUNT] = jnp.zeros((), jnp.float32)
   sums[FIRST_NONFINITE] = jnp.full((), -1, jnp.int32)
-  return sums
+  return jax.device_put(sums, sharding)
 
 
 def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:

@@ -299,7 +299,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   shapes = metric_shapes(step_fn, state, train_images, train_labels, permutation_of(0))
-  sums = jax.device_put(init_sums(shapes), state.step.sharding)
+  sums = init_sums(shapes, state.step.sharding)
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
 
   if checkpointer.latest_step() is not None:
@@ -378,7 +378,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if events is not None:
       events.write(record)
     progress.epoch_line(record, seconds_left)
-    sums = jax.device_put(init_sums(shapes), state.step.sharding)
+    sums = init_sums(shapes, state.step.sharding)
     meta["epoch"] = epoch + 1
     checkpointer.save_last(step, state, sums, dict(meta))
     if stop:
