@@ -18,7 +18,10 @@ The work is done by jaxat/analysis/workdir_analyses.py (importable without these
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
+
+from jaxat.cli_args import run_entry_point, usage_errors
+from jaxat.errors import UsageError
 
 COMMANDS = ("inverse_curve", "universal_perturbations")
 
@@ -35,13 +38,18 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"give one command; valid choices: {', '.join(COMMANDS)} "
-                         f"(got {argv[1:]})")
+    raise UsageError(f"give one command; valid choices: {', '.join(COMMANDS)} "
+                     f"(got {argv[1:]})")
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    raise UsageError("--workdir is required")
+  with usage_errors():   # the analyses check their arguments and the run before any work
+    _analyse(argv[1])
+
+
+def _analyse(command: str) -> None:
   from jaxat.analysis.workdir_analyses import run_inverse_curve, run_universal_perturbations
 
-  if argv[1] == "inverse_curve":
+  if command == "inverse_curve":
     from jaxat.cli_args import parse_fraction
     eps_max = parse_fraction(_EPS_MAX.value) if _EPS_MAX.value else None
     json_path, png_path, curve = run_inverse_curve(
@@ -56,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_entry_point(main, positional=True)

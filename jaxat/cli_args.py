@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import os
 import re
+import sys
 from fractions import Fraction
+from typing import Any, Callable
+
+from absl import app, flags
+
+from jaxat.errors import RUN_STATE_EXIT_CODE, USAGE_EXIT_CODE, RunStateError, UsageError
 
 _FRACTION = re.compile(r"^(--config\.[\w.]+)=(-?\d+)/(\d+)$")
 
@@ -20,8 +29,10 @@ def rewrite_fraction_overrides(argv: list[str]) -> list[str]:
     if match:
       name, numerator, denominator = match.groups()
       if int(denominator) == 0:
-        raise ValueError(f"{arg}: division by zero")
-      arg = f"{name}={float(Fraction(int(numerator), int(denominator)))!r}"
+        raise UsageError(f"{arg}: the denominator is 0; write a fraction such as 8/255")
+      value = Fraction(int(numerator), int(denominator))
+      # An integral fraction (128/2) stays an int, so integer fields accept it too.
+      arg = f"{name}={value.numerator if value.denominator == 1 else repr(float(value))}"
     out.append(arg)
   return out
 
@@ -39,12 +50,181 @@ def exit_on_user_error(validate, *args, **kwargs):
   flag value, missing run, ...) becomes one line on stderr and exit status 2, without a
   Python traceback. Only validation goes through here: errors of the work itself keep
   their traceback."""
-  import sys
   try:
     return validate(*args, **kwargs)
   except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+    _exit_with(str(error), USAGE_EXIT_CODE, error)
+
+
+TRACEBACK_ENV = "JAXAT_TRACEBACK"
+
+
+def _exit_with(message: str, status: int, error: BaseException) -> None:
+  """Prints `error: <message>` as one line and exits; re-raises instead when the user asked
+  for tracebacks (JAXAT_TRACEBACK=1), so a developer still sees where it came from."""
+  if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+    raise error
+  print(f"error: {one_line(message)}", file=sys.stderr)
+  sys.exit(status)
+
+
+def one_line(message: str) -> str:
+  """Collapses a multi-line message (library errors quote files and tracebacks) to one line."""
+  return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _config_path_problem(argv: list[str]) -> str | None:
+  """What is wrong with the --config=<file>[:args] path, if anything (ml_collections reports a
+  missing file only when the config is first read, as a multi-line traceback)."""
+  value = _config_value(argv)
+  if value is None:
+    return None
+  path = value.split(":", 1)[0]
+  if os.path.isfile(path):
+    return None
+  folder = os.path.dirname(path) or "."
+  choices = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+  listed = f"; config files in {folder}/: {', '.join(choices)}" if choices else ""
+  return f"--config={value}: no such config file {path!r}{listed}"
+
+
+def _config_file_error(text: str) -> str | None:
+  """The user-facing part of an error raised by a config file's get_config (ml_collections
+  wraps it in the text of a traceback): its last line, without the exception class."""
+  if "Error whilst parsing config file" not in text:
+    return None
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  last = lines[-1]
+  match = re.match(r"^\w+(Error|Exception): (.*)$", last)
+  flag = text.split(": Error whilst parsing", 1)[0].replace("flag ", "", 1)
+  return f"{flag}: {match.group(2) if match else last}"
+
+
+def _unknown_field_message(flag_name: str, argv: list[str]) -> str:
+  """`--config.a.b=...` names no field: the fields that `config.a` does have."""
+  path = flag_name.split(".")[1:]
+  message = f"--{flag_name}: no such config field"
+  config = _load_config(argv)
+  if config is None:
+    return message
+  node, parents = config, ["config"]
+  for part in path[:-1]:
+    if part not in node:
+      break
+    node, parents = node[part], parents + [part]
+  if hasattr(node, "keys"):
+    fields = sorted(node.keys())
+    close = difflib.get_close_matches(path[len(parents) - 1], fields, n=1)
+    hint = f" (did you mean {'.'.join(parents + close)}?)" if close else ""
+    message += f"{hint}; the fields of {'.'.join(parents)} are: {', '.join(fields)}"
+  return message
+
+
+def _config_value(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config(argv: list[str]):
+  """The config that --config names, before overrides (None if it does not load): when an
+  override fails, absl has not stored the flag's value yet, so it is loaded again here."""
+  value = _config_value(argv)
+  if value is None or "config" not in flags.FLAGS:
+    return None
+  try:
+    return flags.FLAGS["config"].parser.parse(value)
+  except Exception:   # the config itself fails to load: that error is reported instead
+    return None
+
+
+def _first_unknown_override(argv: list[str]) -> str | None:
+  """The first `config.a.b` of a `--config.a.b=...` override that names no field."""
+  config = _load_config(argv)
+  if config is None:
+    return None
+  for arg in argv:
+    match = re.match(r"^--(config\.[\w.]+)(=|$)", arg)
+    if not match:
+      continue
+    node = config
+    for part in match.group(1).split(".")[1:]:
+      if not hasattr(node, "keys") or part not in node:
+        return match.group(1)
+      node = node[part]
+  return None
+
+
+def flag_error_message(error: flags.Error, argv: list[str]) -> str:
+  """One line that names the flag, the value and, where known, the valid choices."""
+  text = str(error)
+  from_config_file = _config_file_error(text)
+  if from_config_file:
+    return from_config_file
+  unknown = re.match(r"^Unknown command line flag '(config\.[\w.]+)'", text)
+  if unknown:
+    return _unknown_field_message(unknown.group(1), argv)
+  field = re.match(r"^flag --(config\.[\w.]+)=(.*?): (.*)$", one_line(text))
+  if field and "Did you mean" in text:
+    return _unknown_field_message(field.group(1), argv)
+  return one_line(text)
+
+
+@contextlib.contextmanager
+def usage_errors():
+  """Inside: a ValueError or FileNotFoundError (the phrased refusals of validation code,
+  which library callers catch as such) is a `UsageError` for the command line."""
+  try:
+    yield
+  except (UsageError, RunStateError):
+    raise
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(str(error)) from error
+
+
+def run_entry_point(main: Callable[[list[str]], Any],
+                    rewrite_argv: Callable[[list[str]], list[str]] | None = None,
+                    positional: bool = False) -> None:
+  """`app.run(main)` for a jaxat command: a bad flag, a `UsageError` (bad input) or a
+  `RunStateError` (unusable run files) ends the process with `error: <one line>` on stderr
+  and exit status 2 (usage) or 1 (run state), without a traceback (jaxat/errors.py).
+  `rewrite_argv` (e.g. rewrite_fraction_overrides) is applied to sys.argv first; positional
+  arguments are refused unless `positional` (main then checks them itself)."""
+  argv = list(sys.argv)
+  if rewrite_argv is not None:
+    try:
+      argv = rewrite_argv(argv)
+    except UsageError as error:
+      _exit_with(str(error), USAGE_EXIT_CODE, error)
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    problem = _config_path_problem(argv) if "config" in flags.FLAGS else None
+    if problem:
+      _exit_with(problem, USAGE_EXIT_CODE, UsageError(problem))
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as error:
+      _exit_with(flag_error_message(error, argv), USAGE_EXIT_CODE, error)
+    except (AttributeError, KeyError) as error:   # ml_collections: an override names no field
+      unknown = _first_unknown_override(argv)
+      if unknown is None:
+        raise
+      _exit_with(_unknown_field_message(unknown, argv), USAGE_EXIT_CODE, error)
+
+  def guarded_main(argv: list[str]) -> Any:
+    try:
+      if len(argv) > 1 and not positional:
+        raise UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+      return main(argv)
+    except UsageError as error:
+      _exit_with(str(error), USAGE_EXIT_CODE, error)
+    except RunStateError as error:
+      _exit_with(str(error), RUN_STATE_EXIT_CODE, error)
+
+  app.run(guarded_main, argv=argv, flags_parser=parse_flags)
 
 
 class QuietCheckpointInfo:

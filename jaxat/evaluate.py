@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from jaxat.cli_args import one_line, run_entry_point
+from jaxat.errors import UsageError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (written by jaxat.main).")
 _ATTACKS = flags.DEFINE_string("attacks", "clean,pgd20,cw20,aa", "Comma list of items.")
@@ -132,50 +136,62 @@ def _atomic_savez(path: str, arrays: dict) -> None:
   os.replace(tmp, path)
 
 
+def _set_aside(path: str) -> str:
+  """Renames an unreadable file to <path>.corrupt[-k] (never deleted: it may be evidence)."""
+  aside, k = path + ".corrupt", 1
+  while os.path.exists(aside):
+    aside, k = f"{path}.corrupt-{k}", k + 1
+  os.replace(path, aside)
+  return aside
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # run_entry_point refuses positional arguments
   # Imported here so that --help and flag errors do not pay for JAX start-up.
   import numpy as np
   from jaxat.attacks import registry
-  from jaxat.cli_args import parse_fraction
+  from jaxat.cli_args import parse_fraction, usage_errors
   from jaxat.eval import robustness
   from jaxat.eval.progress import EvaluationProgress
   from jaxat.train import reporting
   from jaxat.train.restore import load_run_config, load_trained_model
 
   # Everything that can be wrong with the flags fails here, before anything compiles.
-  items = robustness.parse_items(_ATTACKS.value)
-  if _N_EXAMPLES.value < 0:
-    raise ValueError(f"--n_examples must be >= 0 (0 = all), got {_N_EXAMPLES.value}")
-  if _BATCH_SIZE.value < 0:
-    raise ValueError(f"--batch_size must be >= 0 (0 = the run's eval_batch_size), got {_BATCH_SIZE.value}")
-  if _NUM_BUCKETS.value < 1:
-    raise ValueError(f"--num_buckets must be >= 1, got {_NUM_BUCKETS.value}")
-  if _SEED.value < 0:
-    raise ValueError(f"--seed must be >= 0, got {_SEED.value}")
-  imported = _import_torch_checkpoint() if _TORCH_CHECKPOINT.value else None
-  run_config = imported.config if imported else load_run_config(_WORKDIR.value)
-  eps = _EPS.value or (float(run_config.eval.eps) if _NORM.value == "linf" else "1/2")
-  _, eps_fraction = robustness.parse_eps(eps)
-  weights = "raw" if imported else _WEIGHTS.value or ("ema" if run_config.ema.decay > 0 else "raw")
-  checkpoint = "torch" if imported else _CHECKPOINT.value
-  batch_size = _BATCH_SIZE.value or int(run_config.eval_batch_size)
-  attack_options = parse_attack_settings(_ATTACK_SETTINGS.value)
-  if _PGD_STEP_SIZE.value is not None:
-    step_size = parse_fraction(_PGD_STEP_SIZE.value)
-    pgd_names = {member for item in items[1:] for member in registry.ensemble_members(item)
-                 if registry.attack_spec(member).family == "pgd" and member != "fgsm"}
-    if not pgd_names:
-      raise ValueError("--pgd_step_size given but no pgd<k>/cw<k> attack is evaluated")
-    for name in pgd_names:
-      attack_options.setdefault(name, {})["step_size"] = step_size
-  for name, overrides in attack_options.items():
-    registry.attack_spec(name, overrides)  # unknown attacks or settings fail here
+  with usage_errors():
+    items = robustness.parse_items(_ATTACKS.value)
+    if _N_EXAMPLES.value < 0:
+      raise UsageError(f"--n_examples must be >= 0 (0 = all), got {_N_EXAMPLES.value}")
+    if _BATCH_SIZE.value < 0:
+      raise UsageError(f"--batch_size must be >= 0 (0 = the run's eval_batch_size), got {_BATCH_SIZE.value}")
+    if _NUM_BUCKETS.value < 1:
+      raise UsageError(f"--num_buckets must be >= 1, got {_NUM_BUCKETS.value}")
+    if _SEED.value < 0:
+      raise UsageError(f"--seed must be >= 0, got {_SEED.value}")
+    imported = _import_torch_checkpoint() if _TORCH_CHECKPOINT.value else None
+    run_config = imported.config if imported else load_run_config(_WORKDIR.value)
+    eps = _EPS.value or (float(run_config.eval.eps) if _NORM.value == "linf" else "1/2")
+    eps_value, eps_fraction = robustness.parse_eps(eps)
+    if not (math.isfinite(eps_value) and 0 < eps_value <= (1 if _NORM.value == "linf" else math.inf)):
+      raise UsageError(f"--eps={_EPS.value or eps!r} is invalid: an {_NORM.value} radius must be "
+                       + ("in (0, 1] pixel units (8/255 = 0.0314)" if _NORM.value == "linf" else "> 0"))
+    weights = "raw" if imported else _WEIGHTS.value or ("ema" if run_config.ema.decay > 0 else "raw")
+    checkpoint = "torch" if imported else _CHECKPOINT.value
+    batch_size = _BATCH_SIZE.value or int(run_config.eval_batch_size)
+    attack_options = parse_attack_settings(_ATTACK_SETTINGS.value)
+    if _PGD_STEP_SIZE.value is not None:
+      step_size = parse_fraction(_PGD_STEP_SIZE.value)
+      pgd_names = {member for item in items[1:] for member in registry.ensemble_members(item)
+                   if registry.attack_spec(member).family == "pgd" and member != "fgsm"}
+      if not pgd_names:
+        raise UsageError("--pgd_step_size given but no pgd<k>/cw<k> attack is evaluated")
+      for name in pgd_names:
+        attack_options.setdefault(name, {})["step_size"] = step_size
+    for name, overrides in attack_options.items():
+      registry.attack_spec(name, overrides)  # unknown attacks or settings fail here
 
-  trained = (imported.trained if imported else
-             load_trained_model(_WORKDIR.value, checkpoint=checkpoint, weights=weights))
-  test = trained.experiment.splits.test
+    trained = (imported.trained if imported else
+               load_trained_model(_WORKDIR.value, checkpoint=checkpoint, weights=weights))
+  test = trained.experiment.test   # the run's test split, dataset.max_test applied
   count = len(test) if _N_EXAMPLES.value == 0 else min(_N_EXAMPLES.value, len(test))
   if _N_EXAMPLES.value > len(test):
     logging.warning("--n_examples=%d but the test split has %d examples; using all",
@@ -203,13 +219,19 @@ def main(argv):
 
   state = robustness.EvaluationState()
   if os.path.exists(partial_path) and not _RESTART.value:
-    with np.load(partial_path) as saved:
-      if str(saved["settings"]) == json.dumps(settings, sort_keys=True):
-        state = robustness.EvaluationState.from_arrays(saved, x)
-        logging.info("continuing the partial evaluation in %s (finished: %s)", partial_path,
-                     ", ".join(state.finished) or "none")
-      else:
-        logging.warning("ignoring %s: it was written with different settings", partial_path)
+    try:
+      with np.load(partial_path) as saved:
+        if str(saved["settings"]) == json.dumps(settings, sort_keys=True):
+          state = robustness.EvaluationState.from_arrays(saved, x)
+          logging.info("continuing the partial evaluation in %s (finished: %s)", partial_path,
+                       ", ".join(state.finished) or "none")
+        else:
+          logging.warning("ignoring %s: it was written with different settings", partial_path)
+    except Exception as error:   # truncated or foreign file: keep it aside, start over
+      aside = _set_aside(partial_path)
+      state = robustness.EvaluationState()
+      logging.warning("%s is unreadable (%s: %s); moved it to %s and starting this evaluation "
+                      "over", partial_path, type(error).__name__, one_line(str(error)), aside)
 
   progress = EvaluationProgress(_PROGRESS.value)
   last_write = [time.monotonic()]
@@ -300,7 +322,7 @@ class _QuietLibraries:
 
 def run() -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  run_entry_point(main)
 
 
 if __name__ == "__main__":

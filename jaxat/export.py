@@ -10,9 +10,9 @@ anything is written.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from jaxat.cli_args import QuietCheckpointInfo, exit_on_user_error
+from jaxat.cli_args import QuietCheckpointInfo, exit_on_user_error, run_entry_point
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (written by jaxat.main).")
 _FORMAT = flags.DEFINE_string("format", "pytorch", "Export format; valid choices: pytorch.")
@@ -22,8 +22,7 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "raw or ema; default ema if the 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # run_entry_point refuses positional arguments
   from jaxat.interop import export  # Imported here: --help does not pay for JAX start-up.
   request = exit_on_user_error(export.validate_request, _WORKDIR.value, _FORMAT.value,
                                _OUT.value, _CHECKPOINT.value, _WEIGHTS.value)
@@ -33,7 +32,7 @@ def main(argv):
 
 def run() -> None:
   logging.get_absl_handler().addFilter(QuietCheckpointInfo())
-  app.run(main)
+  run_entry_point(main)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.cli_args import rewrite_fraction_overrides
+from jaxat.cli_args import rewrite_fraction_overrides, run_entry_point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
+_ALLOW_EVAL_CHANGE = flags.DEFINE_bool(
+    "allow_eval_change", False,
+    "Resume an unfinished run with changed eval.* settings (recorded in config_changes.jsonl).")
 flags.mark_flags_as_required(["config"])
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job.
@@ -41,15 +44,14 @@ def _config_argument(argv: list[str]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # run_entry_point refuses positional arguments
   # Imported here so that --help and flag errors do not pay for JAX start-up.
   from jaxat.train.train import Preempted, train_and_evaluate
 
   workdir = _WORKDIR.value or default_workdir(_config_argument(sys.argv))
   logging.info("workdir: %s", workdir)
   try:
-    results = train_and_evaluate(_CONFIG.value, workdir)
+    results = train_and_evaluate(_CONFIG.value, workdir, _ALLOW_EVAL_CHANGE.value)
   except Preempted as preempted:
     logging.warning("%s", preempted)
     sys.exit(PREEMPTED_EXIT_CODE)
@@ -66,9 +68,8 @@ class _QuietLibraries:
 
 
 def run() -> None:
-  sys.argv = rewrite_fraction_overrides(sys.argv)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  run_entry_point(main, rewrite_fraction_overrides)
 
 
 if __name__ == "__main__":

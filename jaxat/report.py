@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from jaxat.cli_args import exit_on_user_error
+from jaxat.cli_args import exit_on_user_error, run_entry_point
 
 _OUT = flags.DEFINE_string("out", "reports", "Output directory.")
 _GROUP_BY = flags.DEFINE_string("group_by", "none", "none (one row per run) or method.")
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_entry_point(main, positional=True)

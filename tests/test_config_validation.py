@@ -4,6 +4,7 @@
 import pytest
 
 from jaxat.config.validate import validate_config
+from jaxat.errors import UsageError
 from jaxat.train.train import train_and_evaluate
 from tiny_runs import load_config, tiny_config
 
@@ -85,6 +86,6 @@ def test_more_devices_than_available_is_refused(tmp_path):
 def test_missing_dataset_names_the_paths(tmp_path):
   config = tiny_config("pgd_at", dataset="cifar10", **{"dataset.data_dir": str(tmp_path / "nowhere"),
                                                       "dataset.source": "files"})
-  with pytest.raises(FileNotFoundError, match="nowhere"):
+  with pytest.raises(UsageError, match="nowhere"):
     train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()

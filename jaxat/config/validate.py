@@ -5,6 +5,8 @@ Each error names the offending field, its value and the valid choices.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from jaxat.methods.registry import get_method_class
@@ -28,6 +30,21 @@ def _non_negative_int(value, field: str) -> None:
     raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
 
 
+def number_in(value, field: str, low: float, high: float = math.inf, *,
+              low_open: bool = False, high_open: bool = False, note: str = "") -> None:
+  """Refuses a value that is not a finite real number in the interval (`low`/`high` with
+  open or closed ends), naming the field, the value and the interval. NaN and ±inf never
+  pass: a bare `value < 0` check lets NaN through, and NaN weight decay trains as none."""
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high))
+  if not ok:
+    interval = (("(" if low_open else "[") + f"{low:g}, "
+                + ("inf)" if high == math.inf else f"{high:g}" + (")" if high_open else "]")))
+    raise ValueError(f"{field}={value!r} is invalid: it must be a finite number in {interval}"
+                     + (f" ({note})" if note else ""))
+
+
 def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
   """`cfg` is `config.train` (the catastrophic-overfitting guard,
   jaxat/train/overfitting_guard.py)."""
@@ -36,9 +53,8 @@ def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
                      f"choices: {', '.join(GUARD_MODES)}")
   for field in ("guard_examples", "guard_pgd_steps"):
     _positive_int(cfg[field], f"train.{field}")
-  if not 0.0 < cfg.guard_drop <= 1.0:
-    raise ValueError(f"train.guard_drop is an accuracy drop in (0, 1] (0.2 = 20 points), got "
-                     f"{cfg.guard_drop!r}")
+  number_in(cfg.guard_drop, "train.guard_drop", 0.0, 1.0, low_open=True,
+            note="an accuracy drop: 0.2 = 20 points")
 
 
 def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -67,40 +83,46 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   validate_guard_config(c.train)
 
   o = c.optimizer
-  if not 0.0 <= o.momentum < 1.0:
-    raise ValueError(f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+  number_in(o.momentum, "optimizer.momentum", 0.0, 1.0, high_open=True)
   if o.nesterov and o.momentum == 0.0:
     raise ValueError("optimizer.nesterov=True needs optimizer.momentum > 0")
-  if o.weight_decay < 0:
-    raise ValueError(f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
-  if o.grad_clip_norm < 0:
-    raise ValueError(f"optimizer.grad_clip_norm must be >= 0 (0 = off), got {o.grad_clip_norm}")
+  number_in(o.weight_decay, "optimizer.weight_decay", 0.0, note="0 = none")
+  number_in(o.grad_clip_norm, "optimizer.grad_clip_norm", 0.0, note="0 = off")
 
   s = c.schedule
   if s.name not in SCHEDULES:
     raise ValueError(f"unknown schedule.name {s.name!r}; valid choices: {', '.join(SCHEDULES)}")
-  if not s.lr_max > 0:
-    raise ValueError(f"schedule.lr_max must be > 0, got {s.lr_max}")
-  if s.name in ("piecewise", "multistep"):
-    bounds = tuple(s.boundaries)
-    if any(not 0.0 < b <= 1.0 for b in bounds) or list(bounds) != sorted(bounds):
-      raise ValueError(f"schedule.boundaries must be increasing fractions of training in (0, 1], "
-                       f"got {bounds}")
-  if s.name in ("onecycle", "cyclic") and not 0.0 < s.pct_start < 1.0:
-    raise ValueError(f"schedule.pct_start must be in (0, 1), got {s.pct_start}")
+  number_in(s.lr_max, "schedule.lr_max", 0.0, low_open=True)
+  # Every schedule field is checked, whichever schedule uses it: a nonsense value stays
+  # an error even where it is inert, so config.json never records one.
+  bounds = tuple(s.boundaries)
+  for bound in bounds:
+    number_in(bound, "schedule.boundaries", 0.0, 1.0, low_open=True, note="fractions of training")
+  if list(bounds) != sorted(bounds):
+    raise ValueError(f"schedule.boundaries must be increasing fractions of training in (0, 1], "
+                     f"got {bounds}")
+  number_in(s.decay_factor, "schedule.decay_factor", 0.0, 1.0, low_open=True,
+            note="piecewise/multistep multiply the learning rate by it at each boundary")
+  number_in(s.pct_start, "schedule.pct_start", 0.0, 1.0, low_open=True, high_open=True)
+  number_in(s.div_factor, "schedule.div_factor", 1.0,
+            note="onecycle starts at lr_max / div_factor")
+  number_in(s.final_div_factor, "schedule.final_div_factor", 1.0,
+            note="onecycle ends at lr_max / (div_factor * final_div_factor)")
   if not isinstance(s.cycle_momentum, bool):
     raise ValueError(f"schedule.cycle_momentum must be True or False, got {s.cycle_momentum!r}")
   if s.cycle_momentum and s.name != "onecycle":
     raise ValueError(f"schedule.cycle_momentum=True needs schedule.name='onecycle', got "
                      f"{s.name!r}; valid choices: cycle_momentum=False, or name='onecycle'")
-  if s.cycle_momentum and not 0.0 <= s.base_momentum <= s.max_momentum < 1.0:
-    raise ValueError(f"schedule.base_momentum={s.base_momentum!r} and schedule.max_momentum="
-                     f"{s.max_momentum!r} must satisfy 0 <= base <= max < 1")
+  if s.cycle_momentum:
+    number_in(s.base_momentum, "schedule.base_momentum", 0.0, 1.0, high_open=True)
+    number_in(s.max_momentum, "schedule.max_momentum", 0.0, 1.0, high_open=True)
+    if s.base_momentum > s.max_momentum:
+      raise ValueError(f"schedule.base_momentum={s.base_momentum!r} and schedule.max_momentum="
+                       f"{s.max_momentum!r} must satisfy 0 <= base <= max < 1")
   if s.cycle_momentum and o.momentum == 0.0:
     raise ValueError("schedule.cycle_momentum=True needs an SGD with momentum "
                      "(optimizer.momentum > 0, which the cycle then replaces)")
-  if not 0.0 <= c.ema.decay < 1.0:
-    raise ValueError(f"ema.decay must be in [0, 1) (0 = off), got {c.ema.decay}")
+  number_in(c.ema.decay, "ema.decay", 0.0, 1.0, high_open=True, note="0 = off")
 
   get_method_class(c.method.name).validate(c.method)
 
@@ -108,10 +130,8 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   _positive_int(e.every_epochs, "eval.every_epochs")
   _positive_int(e.pgd_steps, "eval.pgd_steps")
   _non_negative_int(e.num_test_examples, "eval.num_test_examples")
-  if not e.eps >= 0 or e.eps > 1:
-    raise ValueError(f"eval.eps must be in [0, 1] pixel units (8/255 = 0.0314), got {e.eps}")
-  if not e.step_size >= 0:
-    raise ValueError(f"eval.step_size must be >= 0, got {e.step_size}")
+  number_in(e.eps, "eval.eps", 0.0, 1.0, note="pixel units: 8/255 = 0.0314")
+  number_in(e.step_size, "eval.step_size", 0.0, 1.0, note="pixel units: 2/255 = 0.0078")
   validate_bn_mode(e.bn_mode, "eval.bn_mode")
   attacks = [a.strip() for a in e.final_attacks.split(",") if a.strip()]
   suite_items = [a for a in attacks if a not in FINAL_ATTACKS]

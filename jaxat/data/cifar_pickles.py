@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 
+from jaxat.data.file_errors import read_data_file
 from jaxat.data.file_layout import FileLayout
 from jaxat.data.public_datasets import CIFAR10, CIFAR100
 from jaxat.data.types import ArrayDataset, DatasetSplits
@@ -33,8 +34,11 @@ _CHANNELS, _SIDE = 3, 32
 
 def _read_pickle(path: pathlib.Path) -> dict:
   # The archives were pickled by Python 2; 'bytes' keeps their str keys as bytes.
-  with open(path, "rb") as file:
-    return pickle.load(file, encoding="bytes")
+  def read() -> dict:
+    with open(path, "rb") as file:
+      return pickle.load(file, encoding="bytes")
+
+  return read_data_file(path, read, "a pickled CIFAR batch (cifar-10/100-python archives)")
 
 
 def _batch_to_dataset(path: pathlib.Path, label_key: bytes) -> ArrayDataset:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import sklearn.datasets
-import sklearn.model_selection
 
 from jaxat.data.channel_statistics import channel_mean_std
 from jaxat.data.types import ArrayDataset, DatasetSplits
@@ -27,6 +25,10 @@ def load_digits_splits(name: str = "digits") -> DatasetSplits:
     (raw value v becomes round(v * 255 / 16)), int32 labels 0..9, class names
     '0'..'9', and mean/std computed from the training images scaled to [0, 1].
   """
+  # Imported on use: scikit-learn takes seconds to import, and most runs never read digits.
+  import sklearn.datasets
+  import sklearn.model_selection
+
   bunch = sklearn.datasets.load_digits()
   raw = np.asarray(bunch.images, dtype=np.float64)  # (1797, 8, 8), 0..16
   images = np.rint(raw * 255.0 / _MAX_RAW_VALUE).astype(np.uint8)[..., np.newaxis]

@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 
 from jaxat.data.channel_statistics import channel_mean_std
+from jaxat.data.file_errors import read_data_file
 from jaxat.data.types import ArrayDataset, DatasetSplits
 
 TRAIN_FILE_NAME = "train.npz"
@@ -48,18 +49,24 @@ def _as_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> ArrayData
 
 
 def _read_arrays(path: pathlib.Path, image_key: str, label_key: str) -> ArrayDataset:
-  with np.load(path) as arrays:
-    missing = [key for key in (image_key, label_key) if key not in arrays.files]
-    if missing:
-      raise ValueError(
-          f"{path} lacks the arrays {missing}; it holds {sorted(arrays.files)}"
-      )
-    return _as_dataset(arrays[image_key], arrays[label_key], f"{path}[{image_key!r}]")
+  def read() -> tuple[list[str], dict[str, np.ndarray]]:
+    with np.load(path) as arrays:
+      present = [key for key in (image_key, label_key) if key in arrays.files]
+      return list(arrays.files), {key: arrays[key] for key in present}
+
+  files, loaded = read_data_file(path, read, "an .npz archive of numpy arrays")
+  missing = [key for key in (image_key, label_key) if key not in loaded]
+  if missing:
+    raise ValueError(f"{path} lacks the arrays {missing}; it holds {sorted(files)}")
+  return _as_dataset(loaded[image_key], loaded[label_key], f"{path}[{image_key!r}]")
 
 
 def _has_test_arrays(path: pathlib.Path) -> bool:
-  with np.load(path) as arrays:
-    present = {"x_test", "y_test"} & set(arrays.files)
+  def read() -> set[str]:
+    with np.load(path) as arrays:
+      return {"x_test", "y_test"} & set(arrays.files)
+
+  present = read_data_file(path, read, "an .npz archive of numpy arrays")
   if len(present) == 1:
     raise ValueError(
         f"{path} holds {present.pop()!r} without its partner; a test split needs "
@@ -73,7 +80,7 @@ def _subset(dataset: ArrayDataset, indices: np.ndarray) -> ArrayDataset:
 
 
 def carve_test_split(
-    dataset: ArrayDataset, test_size: int
+    dataset: ArrayDataset, test_size: int, where: str = "a file without test arrays"
 ) -> tuple[ArrayDataset, ArrayDataset]:
   """Splits off a test set with a permutation fixed by seed 0.
 
@@ -84,6 +91,7 @@ def carve_test_split(
   Args:
     dataset: the examples to split.
     test_size: number of test examples, 0 < test_size < len(dataset).
+    where: the data's file, named in the error message.
 
   Returns:
     (train, test) with len(train) + len(test) == len(dataset).
@@ -92,8 +100,8 @@ def carve_test_split(
     raise ValueError(f"test_size must be an int, got {test_size!r}")
   if not 0 < test_size < len(dataset):
     raise ValueError(
-        f"test_size={test_size} is invalid for a file without test arrays holding "
-        f"{len(dataset)} examples: it must lie in [1, {len(dataset) - 1}]"
+        f"dataset.test_size={test_size} is invalid for {where} (no test arrays, "
+        f"{len(dataset)} examples): it must lie in [1, {len(dataset) - 1}]"
     )
   permutation = np.random.default_rng(_CARVE_SEED).permutation(len(dataset))
   split_at = len(dataset) - test_size
@@ -114,11 +122,30 @@ def _read_splits(path: pathlib.Path, test_size: int) -> tuple[ArrayDataset, Arra
     train = _read_arrays(train_path, "x", "y")
     if test_path.is_file():
       return train, _read_arrays(test_path, "x", "y")
-    return carve_test_split(train, test_size)
+    return carve_test_split(train, test_size, str(train_path))
   train = _read_arrays(path, "x", "y")
   if _has_test_arrays(path):
     return train, _read_arrays(path, "x_test", "y_test")
-  return carve_test_split(train, test_size)
+  return carve_test_split(train, test_size, str(path))
+
+
+def _checked_class_count(path: pathlib.Path, train: ArrayDataset, test: ArrayDataset) -> int:
+  """The number of classes, largest label + 1, once the labels are known to be 0..K-1 with
+  every class present in one of the splits: one stray label (say 100000) would otherwise
+  build a 100001-way classifier without a word."""
+  labels = np.concatenate([train.labels, test.labels])
+  if labels.min() < 0:
+    raise ValueError(f"{path}: labels must be class indices 0..K-1, found {int(labels.min())}")
+  num_classes = int(labels.max()) + 1
+  present = np.unique(labels)
+  if len(present) < num_classes:
+    absent = sorted(set(range(num_classes)) - set(present.tolist()))
+    shown = ", ".join(str(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
+    raise ValueError(
+        f"{path}: labels must be 0..K-1 with no class missing; the largest label "
+        f"{num_classes - 1} implies {num_classes} classes but {len(absent)} of them have no "
+        f"example in either split ({shown}); relabel the data")
+  return num_classes
 
 
 def load_npz(data_path: str, test_size: int, name: str = "npz") -> DatasetSplits:
@@ -132,7 +159,7 @@ def load_npz(data_path: str, test_size: int, name: str = "npz") -> DatasetSplits
 
   Returns:
     DatasetSplits with uint8 NHWC images, int32 labels, num_classes = largest label
-    over both splits + 1, class names '0'..'num_classes-1' and mean/std computed
+    over both splits + 1 (every class 0..K-1 must occur in one of them), class names '0'..'num_classes-1' and mean/std computed
     from the training images scaled to [0, 1].
   """
   if not data_path:
@@ -155,7 +182,7 @@ def load_npz(data_path: str, test_size: int, name: str = "npz") -> DatasetSplits
     )
   if len(train) == 0:
     raise ValueError(f"{path}: the training arrays are empty")
-  num_classes = int(max(train.labels.max(), test.labels.max(initial=0))) + 1
+  num_classes = _checked_class_count(path, train, test)
   mean, std = channel_mean_std(train.images)
   return DatasetSplits(
       name=name,

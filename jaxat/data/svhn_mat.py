@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 import scipy.io
 
+from jaxat.data.file_errors import read_data_file
 from jaxat.data.file_layout import FileLayout
 from jaxat.data.public_datasets import SVHN
 from jaxat.data.types import ArrayDataset, DatasetSplits
@@ -22,7 +23,8 @@ _LABEL_OF_DIGIT_ZERO = 10
 
 
 def _read_mat(path: pathlib.Path) -> ArrayDataset:
-  contents = scipy.io.loadmat(path)
+  contents = read_data_file(path, lambda: scipy.io.loadmat(path),
+                            "an SVHN cropped-digits .mat file (train_32x32.mat, test_32x32.mat)")
   for key in ("X", "y"):
     if key not in contents:
       raise ValueError(

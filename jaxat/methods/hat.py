@@ -38,6 +38,7 @@ helper CE); 1.0 (plain CE) is the official setting.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -96,6 +97,17 @@ def hat_loss(clean_logits: jax.Array, adv_logits: jax.Array, helper_logits: jax.
   return natural + beta * robust + gamma * helper, natural, robust, helper
 
 
+def _run_method(config_path: str) -> str:
+  """The method name a run's config.json records (checked before anything is written; the
+  restore checks it again)."""
+  try:
+    with open(config_path) as f:
+      return str(json.load(f)["method"]["name"])
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"{config_path} is not a jaxat run's config.json ({type(error).__name__}: "
+                     f"{error})") from error
+
+
 class HAT(Method):
   name = "hat"
 
@@ -142,6 +154,11 @@ class HAT(Method):
       raise ValueError(f"method.helper_workdir={cfg.helper_workdir!r} holds no jaxat run (no "
                        "config.json); give the workdir of a finished configs/standard.py run, or "
                        "'' to train the helper in <workdir>/helper first")
+    if cfg.helper_workdir:
+      helper_method = _run_method(os.path.join(cfg.helper_workdir, "config.json"))
+      if helper_method != Standard.name:
+        raise ValueError(f"method.helper_workdir={cfg.helper_workdir!r} holds a {helper_method!r} "
+                         f"run; HAT's helper must be a {Standard.name!r} run (configs/standard.py)")
 
   # -- the helper model -------------------------------------------------------------------
   def prerequisites(self, config, workdir):

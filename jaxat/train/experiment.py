@@ -21,6 +21,7 @@ from jaxat.config.validate import validate_config
 from jaxat.data.registry import load_dataset
 from jaxat.data.types import ArrayDataset, DatasetSplits
 from jaxat.data.validation import split_validation
+from jaxat.errors import UsageError
 from jaxat.methods.base import Method, StepContext
 from jaxat.methods.registry import create_method, get_method_class
 from jaxat.models.forward import ModelFn
@@ -64,9 +65,9 @@ def resolve_num_devices(config: ml_collections.ConfigDict) -> int:
   return config.num_devices or available
 
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Validates `config` and builds the run's pieces. Raises ValueError/FileNotFoundError
-  with a clear message on bad input, before any compilation."""
+def _validated_inputs(config: ml_collections.ConfigDict):
+  """(device count, splits, train, validation, test): every check of the config and the data,
+  before anything is built; a bad value raises ValueError/FileNotFoundError."""
   num_devices = resolve_num_devices(config)
   validate_config(config, num_devices)
   splits = load_dataset(config.dataset)
@@ -74,10 +75,23 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   train = _truncate(train, config.dataset.max_train)
   test = _truncate(splits.test, config.dataset.max_test)
   get_method_class(config.method.name).validate(config.method, splits.num_classes)
-  steps_per_epoch = len(train) // config.batch_size
-  if steps_per_epoch < 1:
+  if len(train) < config.batch_size:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(train)} examples after the validation split); lower batch_size")
+  return num_devices, splits, train, validation, test
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates `config` and builds the run's pieces, before any compilation. Bad input (a
+  config value, a data file) raises `UsageError` (jaxat/errors.py) naming the field or file,
+  the value and the valid choices."""
+  try:
+    num_devices, splits, train, validation, test = _validated_inputs(config)
+  except UsageError:
+    raise
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(str(error)) from error
+  steps_per_epoch = len(train) // config.batch_size
 
   module = create_model(config.model, splits.num_classes, tuple(splits.mean), tuple(splits.std))
   model = ModelFn(module)

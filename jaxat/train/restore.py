@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxat.errors import RunStateError
 from jaxat.methods.base import Method, PrerequisiteRun, TrainedRun
 from jaxat.models.forward import ModelFn
 from jaxat.train.checkpoint import Checkpointer
@@ -42,8 +43,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"no jaxat run in {workdir!r}: {path} does not exist (train with "
                             "python -m jaxat.main --workdir=... first)")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
+  except (OSError, ValueError) as error:
+    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); "
+                        "restore it from a copy of the run") from error
   config.lock()
   return config
 

@@ -23,6 +23,7 @@ from absl import logging
 
 from jaxat.config.applicable import applicable_fields
 from jaxat.config.validate import FINAL_ATTACKS
+from jaxat.errors import RunStateError, UsageError
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting, sharding
 from jaxat.train import overfitting_guard
@@ -34,8 +35,14 @@ from jaxat.train.state import TrainState, model_fingerprint
 from jaxat.train.step import COUNT, FIRST_NONFINITE, init_sums, make_train_step, metric_shapes
 from jaxat.train.tensorboard_events import EpochEventWriter
 
-# Fields that may differ between a run and its resumption (they do not change training).
-RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices", "eval")
+# Fields that may differ between a run and its resumption: they change neither what is
+# trained nor what is reported (logging, checkpoint retention, the device count: the
+# fingerprint does not depend on it).
+RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices")
+# Fields that change only what is reported; a resumption may change them with
+# allow_eval_change=True (recorded in config_changes.jsonl), a finished run never.
+EVALUATION_ONLY = ("eval",)
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 
 class Preempted(Exception):
@@ -72,19 +79,78 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   return applicable_fields(json.loads(config.to_json_best_effort()))
 
 
-def _check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out: dict[str, Any] = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+  return out
+
+
+def _config_differences(workdir: str, config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """{dotted field: (value in the workdir's config.json, value now)} for every field that
+  differs, except the RESUME_INSENSITIVE ones; {} when the workdir holds no run yet."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    return
-  with open(path) as f:
-    # Pruned too: config.json written before pruning existed still matches on resume.
-    previous = applicable_fields(json.load(f))
-  current = config_to_dict(config)
-  differing = sorted(k for k in set(previous) | set(current)
-                     if k not in RESUME_INSENSITIVE and previous.get(k) != current.get(k))
-  if differing:
-    raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
-                     f"{differing} differ); use a new --workdir or the original config")
+    return {}
+  try:
+    with open(path) as f:
+      # Pruned too: config.json written before pruning existed still matches on resume.
+      previous = _flatten(applicable_fields(json.load(f)))
+  except (OSError, ValueError) as error:
+    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); "
+                        "restore it from a copy, or use a new --workdir") from error
+  current = _flatten(config_to_dict(config))
+  return {k: (previous.get(k), current.get(k)) for k in sorted(set(previous) | set(current))
+          if k.split(".")[0] not in RESUME_INSENSITIVE and previous.get(k) != current.get(k)}
+
+
+def _check_same_run(workdir: str, config: ml_collections.ConfigDict,
+                    allow_eval_change: bool = False) -> dict[str, tuple]:
+  """Refuses a config that differs from the run already in `workdir` (UsageError listing the
+  fields). Evaluation-only differences (eval.*) pass when `allow_eval_change` and the run is
+  not finished; they are returned so the caller can record them."""
+  differing = _config_differences(workdir, config)
+  if not differing:
+    return {}
+  shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in differing.items())
+  finished = os.path.exists(os.path.join(workdir, "results.json"))
+  evaluation_only = all(k.split(".")[0] in EVALUATION_ONLY for k in differing)
+  if evaluation_only and finished:
+    raise UsageError(
+        f"workdir {workdir!r} holds a finished run; only evaluation settings differ ({shown}): "
+        f"evaluate it with python -m jaxat.evaluate --workdir={workdir} (new files under "
+        "eval/, nothing overwritten), or train into a new --workdir")
+  if evaluation_only and not allow_eval_change:
+    raise UsageError(
+        f"workdir {workdir!r} holds a run with other evaluation settings ({shown}); pass "
+        "--allow_eval_change to resume with them (recorded in "
+        f"{CONFIG_CHANGES_FILE}), or use the original config")
+  if not evaluation_only:
+    raise UsageError(f"workdir {workdir!r} holds a run with a different config ({shown}); "
+                     "use a new --workdir or the original config")
+  return differing
+
+
+def _record_config_change(workdir: str, step: int, differing: dict[str, tuple]) -> None:
+  """Appends the accepted evaluation-setting changes of a resumption: config.json keeps the
+  settings the run started with, this file says from which step the new ones applied."""
+  entry = {"resumed_at_step": step, "changed": {k: list(v) for k, v in differing.items()}}
+  with open(os.path.join(workdir, CONFIG_CHANGES_FILE), "a") as f:
+    f.write(json.dumps(entry) + "\n")
+
+
+def _read_results(workdir: str) -> dict[str, Any] | None:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as error:
+    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); move "
+                        "it away to evaluate the run's last checkpoint again") from error
 
 
 def _epoch_record(exp: Experiment, epoch: int, step: int, sums: dict, seconds: float,
@@ -266,23 +332,35 @@ def finish_prerequisites(method, config: ml_collections.ConfigDict, workdir: str
   attach_prerequisites(method, config, workdir)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_eval_change: bool = False) -> dict[str, Any]:
   """Trains, checkpoints, evaluates; returns the content of results.json.
 
   From the first line on, SIGTERM is caught and honoured at the next step boundary (or
   before the final evaluation), so a preemption at any point never loses a finished
   checkpoint and never leaves a half-written one.
+
+  A workdir that already holds a run must be given the same config (UsageError listing the
+  differing fields otherwise; `allow_eval_change` admits changed eval.* settings on an
+  unfinished run). A finished run (results.json) is not trained or evaluated again: its
+  results are returned as they are. config.json is written once, when the run starts.
   """
   with _SigtermFlag() as sigterm:
-    return _train_and_evaluate(config, workdir, sigterm)
+    return _train_and_evaluate(config, workdir, sigterm, allow_eval_change)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        sigterm: _SigtermFlag) -> dict[str, Any]:
+                        sigterm: _SigtermFlag, allow_eval_change: bool) -> dict[str, Any]:
   exp = build_experiment(config)   # Every validation error is raised here, before writing.
-  _check_same_run(workdir, config)
+  eval_changes = _check_same_run(workdir, config, allow_eval_change)
+  finished = _read_results(workdir)
+  if finished is not None:
+    logging.info("the run in %s is finished; returning its results.json", workdir)
+    return finished
   os.makedirs(workdir, exist_ok=True)
-  reporting.write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    reporting.write_json(config_path, config_to_dict(config))
   writer = reporting.MetricsWriter(workdir)
   checkpointer = Checkpointer(workdir, config.checkpoint.keep)
   spe, num_epochs = exp.ctx.steps_per_epoch, exp.ctx.num_epochs
@@ -306,6 +384,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, sums, meta = checkpointer.restore_last(state, sums)
     writer.truncate_after(meta["epoch"])
     logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
+  if eval_changes:
+    _record_config_change(workdir, int(state.step), eval_changes)
 
   # TensorBoard scalars mirror metrics.jsonl (replayed after a resume's truncation); one
   # writer per run, on process 0.
