@@ -223,3 +223,36 @@ def test_bad_input_is_one_line_and_changes_nothing(catalogue, request, module, a
     assert _tree_digest(places["RUN"]) == before["RUN"]
   if workdir is None:
     assert _tree_digest(places["CORRUPT_RUN"]) == before["CORRUPT_RUN"]
+
+
+CONFIGS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat", "iat", "uiat_oneoff",
+           "fgsm_rs", "n_fgsm", "grad_align", "fgsm_bp", "fgsm_ep", "fgsm_mep", "fgsm_sdi")
+
+
+def _float_fields(tree, prefix=""):
+  for key, value in tree.items():
+    if hasattr(value, "items"):
+      yield from _float_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_float_field_refuses_nan_and_inf(name):
+  """No float field of any method's config lets NaN or inf through (a `value < 0` check
+  does); the error names the field."""
+  from jaxat.config.validate import validate_config
+  from tiny_runs import load_config
+  fields = list(_float_fields(load_config(name, "synthetic,smoke")))
+  assert len(fields) > 10
+  for field in fields:
+    for bad in (float("nan"), float("inf")):
+      config = load_config(name, "synthetic,smoke")
+      config.unlock()
+      *parents, leaf = field.split(".")
+      node = config
+      for part in parents:
+        node = node[part]
+      node[leaf] = bad
+      with pytest.raises(ValueError, match=leaf):
+        validate_config(config, 1)

@@ -45,6 +45,18 @@ def number_in(value, field: str, low: float, high: float = math.inf, *,
                      + (f" ({note})" if note else ""))
 
 
+def _non_finite_numbers(tree, prefix: str = ""):
+  """(dotted field, value) of every NaN or infinite float, tuples included."""
+  for key, value in tree.items():
+    field = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      yield from _non_finite_numbers(value, field + ".")
+    else:
+      for item in (value if isinstance(value, (tuple, list)) else (value,)):
+        if isinstance(item, float) and not math.isfinite(item):
+          yield field, value
+
+
 def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
   """`cfg` is `config.train` (the catastrophic-overfitting guard,
   jaxat/train/overfitting_guard.py)."""
@@ -62,6 +74,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   devices the batch is sharded over."""
   # Local import: the model registry is its own module with its own validation.
   from jaxat.models.registry import validate_model_config
+
+  # No field of any method has a use for NaN or infinity; refusing them here means no
+  # per-field `value < 0` check can let one through.
+  for field, value in _non_finite_numbers(c):
+    raise ValueError(f"{field}={value!r} is invalid: every number in the config must be finite")
 
   _non_negative_int(c.seed, "seed")
   _positive_int(c.num_epochs, "num_epochs")
@@ -113,9 +130,9 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   if s.cycle_momentum and s.name != "onecycle":
     raise ValueError(f"schedule.cycle_momentum=True needs schedule.name='onecycle', got "
                      f"{s.name!r}; valid choices: cycle_momentum=False, or name='onecycle'")
+  number_in(s.base_momentum, "schedule.base_momentum", 0.0, 1.0, high_open=True)
+  number_in(s.max_momentum, "schedule.max_momentum", 0.0, 1.0, high_open=True)
   if s.cycle_momentum:
-    number_in(s.base_momentum, "schedule.base_momentum", 0.0, 1.0, high_open=True)
-    number_in(s.max_momentum, "schedule.max_momentum", 0.0, 1.0, high_open=True)
     if s.base_momentum > s.max_momentum:
       raise ValueError(f"schedule.base_momentum={s.base_momentum!r} and schedule.max_momentum="
                        f"{s.max_momentum!r} must satisfy 0 <= base <= max < 1")
