@@ -256,3 +256,16 @@ def test_every_float_field_refuses_nan_and_inf(name):
       node[leaf] = bad
       with pytest.raises(ValueError, match=leaf):
         validate_config(config, 1)
+
+
+def test_fraction_overrides_keep_integers_integral():
+  """`k/255` becomes the float k/255; an integral fraction stays an int (so `4/2` is 2, which
+  an integer field accepts, not '2.0'); a zero denominator is a UsageError naming the flag."""
+  from jaxat.cli_args import rewrite_fraction_overrides
+  from jaxat.errors import UsageError
+  out = rewrite_fraction_overrides(["prog", "--config.method.attack.eps=8/255",
+                                    "--config.num_epochs=4/2", "--workdir=a/b", "--config.x=-6/4"])
+  assert out == ["prog", f"--config.method.attack.eps={8 / 255!r}", "--config.num_epochs=2",
+                 "--workdir=a/b", "--config.x=-1.5"]
+  with pytest.raises(UsageError, match=r"--config\.eval\.eps=1/0"):
+    rewrite_fraction_overrides(["prog", "--config.eval.eps=1/0"])
