@@ -2,7 +2,8 @@
 
   python tests/cli_driver.py CASES.json RESULTS.json
 
-CASES.json is a list of {"module": "jaxat.main", "args": [...]}; RESULTS.json gets, per
+CASES.json is a list of {"module": "jaxat.main", "args": [...], "env": {...}} ("env"
+optional: variables set in the child only); RESULTS.json gets, per
 case, {"returncode": int, "stdout": str, "stderr": str}. A child runs the module exactly as
 `python -m <module> <args>` would (`runpy` with run_name='__main__'): an uncaught exception
 prints its traceback and exits with status 1, as the interpreter does. What the fork saves
@@ -25,6 +26,8 @@ def _run_child(case: dict, out_path: str, err_path: str) -> None:
   err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
   os.dup2(out, 1)
   os.dup2(err, 2)
+  # Read when the child starts its JAX backend (the parent never does), e.g. XLA_FLAGS.
+  os.environ.update(case.get("env", {}))
   sys.argv = [case["module"], *case["args"]]
   code = 0
   try:

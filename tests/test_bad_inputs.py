@@ -25,16 +25,16 @@ PGD = "--config=configs/pgd_at.py:synthetic,smoke"
 QUIET = "--config.log.progress=none"
 
 
-def _case(name, module, args, expect, status=2, workdir="FRESH"):
+def _case(name, module, args, expect, status=2, workdir="FRESH", env=None):
   """`expect`: substrings of the error line (the bad value, and what is valid where it
   applies). `workdir`: FRESH (must not exist afterwards), RUN (the finished run, unchanged)
-  or None (no workdir involved)."""
-  return pytest.param(module, args, expect, status, workdir, id=name)
+  or None (no workdir involved). `env`: environment of that command only."""
+  return pytest.param(module, args, expect, status, workdir, env or {}, id=name)
 
 
-def _main(name, args, expect, status=2, workdir="FRESH", config=STANDARD):
+def _main(name, args, expect, status=2, workdir="FRESH", config=STANDARD, env=None):
   extra = ["--workdir={FRESH}"] if workdir == "FRESH" else []
-  return _case(name, "jaxat.main", [config, QUIET, *extra, *args], expect, status, workdir)
+  return _case(name, "jaxat.main", [config, QUIET, *extra, *args], expect, status, workdir, env)
 
 
 CASES = [
@@ -73,6 +73,9 @@ CASES = [
     _main("unknown-dataset", ["--config.dataset.name=imagenet"], ["imagenet", "cifar10"]),
     _main("negative-val-size", ["--config.dataset.val_size=-1"], ["dataset.val_size", "-1"]),
     _main("too-many-devices", ["--config.num_devices=64"], ["num_devices=64"]),
+    _main("batch-not-divisible", ["--config.num_devices=2", "--config.batch_size=33"],
+          ["batch_size=33", "device count 2"],
+          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     _main("attack-steps-zero", ["--config.method.attack.num_steps=0"], ["num_steps", "0"], config=PGD),
     _main("unknown-preset", [], ["smokey", "valid choices"], config="--config=configs/standard.py:smokey"),
     _main("missing-config-file", [], ["configs/nope.py", "standard.py"], config="--config=configs/nope.py"),
@@ -91,6 +94,9 @@ CASES = [
           ["data_batch_1", "cannot be read"]),
     _main("npz-test-size", ["--config.dataset.name=npz", "--config.dataset.data_dir={NEGATIVE_NPZ}",
                             "--config.dataset.test_size=1000"], ["negative.npz", "test_size=1000"]),
+    _main("svhn-corrupt-mat", ["--config.dataset.name=svhn", "--config.dataset.source=files",
+                               "--config.dataset.data_dir={CORRUPT_SVHN}"],
+          ["train_32x32.mat", "cannot be read"]),
     _main("cifar-missing", ["--config.dataset.name=cifar10", "--config.dataset.source=files",
                             "--config.dataset.data_dir={FRESH}_data"], ["not found", "_data"]),
     # -- workdirs holding a run ------------------------------------------------------------
@@ -158,7 +164,11 @@ def _write_data_files(root) -> dict[str, str]:
     (cifar / name).write_bytes(b"\x80\x02truncated")
   with open(cifar / "batches.meta", "wb") as f:
     pickle.dump({b"label_names": [b"c%d" % i for i in range(10)]}, f)
-  return {"STRAY_NPZ": str(root / "stray.npz"), "NEGATIVE_NPZ": str(root / "negative.npz"),
+  svhn = root / "svhn"
+  svhn.mkdir()
+  for name in ("train_32x32.mat", "test_32x32.mat"):
+    (svhn / name).write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+  return {"CORRUPT_SVHN": str(svhn), "STRAY_NPZ": str(root / "stray.npz"), "NEGATIVE_NPZ": str(root / "negative.npz"),
           "CORRUPT_NPZ": str(root / "corrupt.npz"), "CORRUPT_CIFAR": str(root / "cifar")}
 
 
@@ -176,10 +186,10 @@ def catalogue(tmp_path_factory):
   setup = {"module": "jaxat.main", "args": [PGD, QUIET, f"--workdir={places['RUN']}"]}
   cases, ids = [setup], []
   for param in CASES:
-    module, args, _, _, _ = param.values
+    module, args, _, _, _, env = param.values
     fresh = str(root / f"fresh_{param.id}")
     filled = [a.replace("{FRESH}", fresh).format(**places) if "{" in a else a for a in args]
-    cases.append({"module": module, "args": filled})
+    cases.append({"module": module, "args": filled, "env": env})
     ids.append(param.id)
   # The run must be finished before the cases that read it: the driver runs in order, but
   # the digest is taken between, so the setup goes through its own driver call.
@@ -205,9 +215,9 @@ def test_the_catalogue_has_at_least_forty_cases():
   assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize("module, args, expect, status, workdir", CASES)
+@pytest.mark.parametrize("module, args, expect, status, workdir, env", CASES)
 def test_bad_input_is_one_line_and_changes_nothing(catalogue, request, module, args, expect,
-                                                   status, workdir):
+                                                   status, workdir, env):
   results, places, before, root = catalogue
   result = results[request.node.callspec.id]
   stderr = result["stderr"]

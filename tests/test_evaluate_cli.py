@@ -72,3 +72,20 @@ def test_bad_flags_fail_before_evaluating(workdir):
   assert proc.returncode != 0
   assert "valid choices" in proc.stderr and "pgd<k>" in proc.stderr
   assert not os.path.exists(workdir / "eval" / "bad.partial.npz")
+
+
+def test_evaluate_honours_max_test_and_sets_an_unreadable_partial_state_aside(tmp_path):
+  """The run's dataset.max_test bounds the evaluated split (64 test images, max_test 16); a
+  truncated partial-state file is renamed aside (not deleted, not a traceback) and the
+  evaluation starts over."""
+  run = tmp_path / "run"
+  train_and_evaluate(tiny_config("pgd_at", num_epochs=1, **{"dataset.max_test": 16}), str(run))
+  (run / "eval").mkdir()
+  (run / "eval" / "bounded.partial.npz").write_bytes(b"PK\x03\x04 cut short")
+  proc = run_cli(["-m", "jaxat.evaluate", f"--workdir={run}", "--attacks=clean", "--tag=bounded",
+                  "--progress=none"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "bounded.partial.npz is unreadable" in proc.stderr and "Traceback" not in proc.stderr
+  with open(run / "eval" / "bounded.json") as f:
+    assert json.load(f)["num_examples"] == 16
+  assert (run / "eval" / "bounded.partial.npz.corrupt").read_bytes() == b"PK\x03\x04 cut short"
