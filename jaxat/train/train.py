@@ -27,6 +27,7 @@ from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, p
 from jaxat.train import keys, reporting, sharding
 from jaxat.train import overfitting_guard
 from jaxat.train.checkpoint import Checkpointer
+from jaxat.train.environment import write_environment
 from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
                                     init_state, put_train_data)
@@ -283,6 +284,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   _check_same_run(workdir, config)
   os.makedirs(workdir, exist_ok=True)
   reporting.write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
+  write_environment(workdir)  # environment.json; a resume elsewhere appends a session.
   writer = reporting.MetricsWriter(workdir)
   checkpointer = Checkpointer(workdir, config.checkpoint.keep)
   spe, num_epochs = exp.ctx.steps_per_epoch, exp.ctx.num_epochs
