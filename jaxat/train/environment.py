@@ -4,7 +4,7 @@ Why: a run is bit-reproducible only on the same installation and CPU/accelerator
 picks kernels by CPU features; the same seed gave slightly different numbers on CPUs with
 and without AVX-512). When two runs disagree, this file says which of those differed.
 
-Layout of environment.json (docs/reproducibility.md):
+Layout of environment.json (docs/reproducibility.md#environmentjson):
 
   {"sessions": [<environment>, ...]}
 
@@ -24,8 +24,6 @@ import os
 import platform
 import sys
 from typing import Any
-
-import jax
 
 from jaxat.train import reporting
 
@@ -81,6 +79,7 @@ def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, list[str] | None]
 
 def describe_environment() -> dict[str, Any]:
   """Versions, devices, CPU and numerics-relevant variables of this process (JSON-ready)."""
+  import jax  # Here: reading and comparing sessions (python -m jaxat.audit) needs no JAX.
   cpu_model, cpu_flags = _cpuinfo()
   devices = jax.devices()
   return {
@@ -117,6 +116,7 @@ def write_environment(workdir: str) -> None:
   """Records this process's environment in `workdir/environment.json` (process 0 only):
   creates the file on a fresh run; on a resume appends a session only when the
   environment differs from the last one recorded."""
+  import jax
   if jax.process_index() != 0:
     return
   current = describe_environment()
