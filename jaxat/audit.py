@@ -10,7 +10,8 @@ RUN/audit/<UTC time>.json; nothing else in RUN is written.
 
 Exit status: 0 every compared epoch matches; 1 an epoch diverges, or the replay failed
 (the report holds the end of its log); 2 bad flags or a workdir that is not a run (one
-line, `error: ...`). The work is done by jaxat/train/replay.py (docs/reproducibility.md).
+line, `error: ...`). The work is done by jaxat/train/replay.py
+(docs/reproducibility.md#auditing-a-run).
 """
 
 from __future__ import annotations

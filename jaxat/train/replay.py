@@ -1,5 +1,5 @@
 """Replaying a run's first epochs and comparing them with its records: the work behind
-`python -m jaxat.audit` (docs/reproducibility.md).
+`python -m jaxat.audit` (docs/reproducibility.md#auditing-a-run).
 
 Why a child process: a replay must train the run's own config (its `num_epochs`, hence its
 learning-rate schedule) but only up to epoch K, and the engine has no such stop. So the
@@ -224,14 +224,15 @@ def _status(comparisons: list[dict[str, Any]], finished: bool) -> str:
 
 
 def write_report(run: str, report: dict[str, Any]) -> str:
-  """Writes `report` to RUN/audit/<UTC time>.json (a suffix if that name is taken)."""
+  """Writes `report` to RUN/audit/<UTC time>.json (`_2`, ... if that name is taken), so
+  that the names sort in time order."""
   directory = os.path.join(run, REPORT_DIR)
   os.makedirs(directory, exist_ok=True)
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
   path, n = os.path.join(directory, f"{stamp}.json"), 1
   while os.path.exists(path):
     n += 1
-    path = os.path.join(directory, f"{stamp}-{n}.json")
+    path = os.path.join(directory, f"{stamp}_{n}.json")  # Sorts after {stamp}.json.
   reporting.write_json(path, report)
   return path
 
@@ -245,6 +246,17 @@ def audit(run: str, epochs: int | None = None, scratch: str | None = None,
   originals = {e: r for e, r in recorded_epochs(run).items() if e <= epochs}
   created = scratch is None or not os.path.exists(scratch)
   scratch = scratch or tempfile.mkdtemp(prefix="jaxat_audit_")
+  try:
+    report = _replay_and_compare(run, originals, epochs, scratch)
+  finally:
+    _discard_scratch(scratch, created, keep_scratch)
+  report["scratch"] = os.path.abspath(scratch) if keep_scratch else None
+  report["report_path"] = write_report(run, report)
+  return report
+
+
+def _replay_and_compare(run: str, originals: dict[int, dict[str, Any]], epochs: int,
+                        scratch: str) -> dict[str, Any]:
   replay_dir, log_path = os.path.join(scratch, "replay"), os.path.join(scratch, "replay.log")
   os.makedirs(replay_dir)
   watch = reporting.Stopwatch()
@@ -262,12 +274,9 @@ def audit(run: str, epochs: int | None = None, scratch: str | None = None,
       "epochs": comparisons, "copied_prerequisites": copied,
       "environment": _environment_section(run, replay_dir),
       "seconds": watch.elapsed(),
-      "scratch": os.path.abspath(scratch) if keep_scratch else None,
   }
   if not finished:
     report["replay_failure"] = {"exit_code": proc.returncode, "log_tail": _log_tail(log_path)}
-  _discard_scratch(scratch, created, keep_scratch)
-  report["report_path"] = write_report(run, report)
   return report
 
 
@@ -281,7 +290,10 @@ def _discard_scratch(scratch: str, created: bool, keep: bool) -> None:
     return
   for name in ("replay", "replay.log"):
     path = os.path.join(scratch, name)
-    shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+      os.remove(path)
 
 
 def _replay_main(argv: list[str]) -> None:
