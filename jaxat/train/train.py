@@ -28,6 +28,7 @@ from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, p
 from jaxat.train import keys, reporting, sharding
 from jaxat.train import overfitting_guard
 from jaxat.train.checkpoint import Checkpointer
+from jaxat.train.environment import write_environment
 from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
                                     init_state, put_train_data)
@@ -361,6 +362,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     reporting.write_json(config_path, config_to_dict(config))
+  write_environment(workdir)  # environment.json; a resume elsewhere appends a session.
   writer = reporting.MetricsWriter(workdir)
   checkpointer = Checkpointer(workdir, config.checkpoint.keep)
   spe, num_epochs = exp.ctx.steps_per_epoch, exp.ctx.num_epochs
