@@ -304,8 +304,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   if checkpointer.latest_step() is not None:
     state, sums, meta = checkpointer.restore_last(state, sums)
-    writer.truncate_after(meta["epoch"])
     logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
+  # Epoch lines past the checkpoint actually restored (every epoch line when there is none
+  # yet) come from an attempt killed before its checkpoint was final; they are dropped (and
+  # a torn last line with them) so that the rerun leaves exactly one line per epoch.
+  writer.truncate_after(meta["epoch"])
 
   # TensorBoard scalars mirror metrics.jsonl (replayed after a resume's truncation); one
   # writer per run, on process 0.
