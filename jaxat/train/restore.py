@@ -73,7 +73,7 @@ def load_trained_model(workdir: str, checkpoint: str = "last", weights: str = "r
   exp = build_experiment(config)
   attach_prerequisites(exp.method, config, workdir)
   state_like = init_state(exp)
-  checkpointer = Checkpointer(workdir, config.checkpoint.keep)
+  checkpointer = Checkpointer(workdir, config.checkpoint.keep, read_only=True)
   try:
     step = checkpointer.latest_step() if checkpoint == "last" else checkpointer.best_step()
     if step is None:
