@@ -303,7 +303,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
 
   if checkpointer.latest_step() is not None:
-    state, sums, meta = checkpointer.restore_last(state, sums)
+    try:
+      state, sums, meta = checkpointer.restore_last(state, sums)
+    except Exception:
+      checkpointer.close()
+      raise
     logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
   # Epoch lines past the checkpoint actually restored (every epoch line when there is none
   # yet) come from an attempt killed before its checkpoint was final; they are dropped (and
