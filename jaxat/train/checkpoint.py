@@ -19,6 +19,7 @@ restored is renamed aside to `<step>.corrupt-<n>`, so that the run can save that
 (orbax refuses to save a step whose directory exists) and the files stay for inspection.
 The read-only restores of evaluation (`restore_state_only`, `restore_best`) rename nothing.
 When no step restores, `RunStateError` names the directory and changes nothing.
+The guarantees together: docs/architecture.md#run-directories-resume-and-crash-safety.
 """
 
 from __future__ import annotations

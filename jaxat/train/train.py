@@ -5,7 +5,10 @@ checkpoints/{last,best}, results.json.
 Rerunning with the same config in a workdir that has a checkpoint resumes from it; a
 SIGTERM (preemption) saves a checkpoint at the next step boundary and raises `Preempted`.
 A resumed run is bit-identical to an uninterrupted one: every random draw is a function of
-(seed, stream, epoch or step), and the epoch's partial metric sums are checkpointed.
+(seed, stream, epoch or step), and the epoch's partial metric sums are checkpointed. After
+any interruption (a kill -9 included) metrics.jsonl keeps exactly one line per epoch, and
+a damaged newest checkpoint falls back to the previous one
+(docs/architecture.md#run-directories-resume-and-crash-safety).
 """
 
 from __future__ import annotations
