@@ -37,6 +37,7 @@ import os
 import random
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,6 +253,8 @@ def main() -> None:
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--max_delay", type=float, default=0.3)
   parser.add_argument("--output", default=os.path.join(HERE, "results", "fault_injection.json"))
+  parser.add_argument("--keep_workdirs", action="store_true",
+                      help="keep the trial workdirs (under a printed temporary folder)")
   parser.add_argument("--child", default="", help=argparse.SUPPRESS)  # JSON spec: child mode
   parser.add_argument("--workdir", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -314,6 +317,10 @@ def main() -> None:
   with open(args.output, "w") as f:
     json.dump(payload, f, indent=2)
   print(f"summary: {summary}\nwritten to {args.output}")
+  if args.keep_workdirs:
+    print(f"trial workdirs kept in {root}")
+  else:
+    shutil.rmtree(root)
 
 
 if __name__ == "__main__":

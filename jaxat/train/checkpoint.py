@@ -17,7 +17,7 @@ one; every step that fails is reported as one warning line (path, error class an
 and nothing is deleted. When resuming training (`restore_last`), a step newer than the one
 restored is renamed aside to `<step>.corrupt-<n>`, so that the run can save that step again
 (orbax refuses to save a step whose directory exists) and the files stay for inspection.
-The read-only restores of evaluation (`restore_state_only`, `restore_best`) rename nothing.
+The other restores (`restore_best`; `restore_state_only`, evaluation's) rename nothing.
 When no step restores, `RunStateError` names the directory and changes nothing.
 The guarantees together: docs/architecture.md#run-directories-resume-and-crash-safety.
 """
@@ -162,10 +162,6 @@ def _quiet_checkpoint_internals():
   try:
     yield
   finally:
-    # Abandoned coroutines report when collected: now, while the hook still drops them
-    # (callers leave this block after their `except` clause, so no traceback keeps the
-    # coroutines alive).
-    gc.collect()
     absl_logger.removeFilter(drop)
     sys.unraisablehook = previous_hook
 
@@ -198,6 +194,10 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: A
         break
       except Exception as error:  # pylint: disable=broad-except  # Any damage, any library.
         failures.append((step, _one_line(error)))
+    if failures:
+      # Abandoned coroutines report when collected: now, while the hook still drops them
+      # (outside the `except` clause, so no traceback keeps them alive).
+      gc.collect()
   if restored_step is not None:
     for failed_step, reason in failures:
       step_dir = os.path.join(directory, str(failed_step))
