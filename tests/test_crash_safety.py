@@ -270,28 +270,35 @@ def test_restore_attempts_drop_orbax_noise_and_forward_the_rest(monkeypatch):
 
 # --- randomised SIGKILLs ------------------------------------------------------------------
 
-# Trial 0 is the tester's case (killed right after epoch 1's line, before its checkpoint),
-# trial 1 a kill while orbax renames a finished temporary directory, trial 2 a random time.
-PLANS = [{"kind": "event", "event": "metrics_line", "occurrence": 1},
-         {"kind": "event", "event": "checkpoint_rename", "occurrence": None},
-         {"kind": "time", "at": None}]
+MAX_DELAY = 0.3
+
+
+def child_seed_lingering_after_the_first_line(rng):
+  """A child seed whose first fault-point delay (after epoch 1's metrics line, before its
+  checkpoint starts) is at least 0.2 s, so that a kill on that line lands before the
+  checkpoint whatever the machine's speed."""
+  while True:
+    seed = rng.randrange(2**31)
+    if random.Random(seed).uniform(0.0, MAX_DELAY) >= 0.2:
+      return seed
 
 
 @pytest.mark.slow
 def test_random_sigkills_then_rerun_end_like_an_uninterrupted_run(reference, tmp_path):
+  """Trial 0 is the tester's case, made certain: killed right after epoch 1's line, before
+  its checkpoint. Trial 1 is killed at a random orbax rename of a finished temporary
+  directory plus a random delay, trial 2 at a random time in the writing part of the run.
+  Each is rerun here to completion and must match the reference line by line."""
   rng = random.Random(os.environ.get("JAXAT_FAULT_SEED", "0"))
-  max_delay = 0.3
-  for trial, plan in enumerate(PLANS):
-    plan = dict(plan)
-    if plan["kind"] == "event":
-      plan["extra"] = round(rng.uniform(0.0, max_delay), 3)
-      plan["occurrence"] = plan["occurrence"] or rng.randint(1, EPOCHS)
-    else:
-      # From the end of epoch 1's training to about the end of the run.
-      plan.update(at=round(rng.uniform(0.0, 2.5), 3), since_first_event=True)
+  plans = [{"kind": "event", "event": "metrics_line", "occurrence": 1, "extra": 0.0},
+           {"kind": "event", "event": "checkpoint_rename", "occurrence": rng.randint(1, EPOCHS),
+            "extra": round(rng.uniform(0.0, MAX_DELAY), 3)},
+           # From the end of epoch 1's training to about the end of the run.
+           {"kind": "time", "at": round(rng.uniform(0.0, 2.5), 3), "since_first_event": True}]
+  for trial, plan in enumerate(plans):
     workdir = str(tmp_path / f"trial{trial}")
-    child = fault_injection.start_child(SPEC, workdir, seed=rng.randrange(2**31),
-                                        max_delay=max_delay)
+    seed = child_seed_lingering_after_the_first_line(rng) if trial == 0 else rng.randrange(2**31)
+    child = fault_injection.start_child(SPEC, workdir, seed=seed, max_delay=MAX_DELAY)
     kill = fault_injection.kill_child(child, plan)
     left = fault_injection.describe_leftovers(workdir, steps_per_epoch=4)
     if plan["kind"] == "event":
