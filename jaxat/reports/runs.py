@@ -10,6 +10,8 @@ import statistics
 from fractions import Fraction
 from typing import Any
 
+from jaxat.train.reporting import MetricsWriter
+
 
 @dataclasses.dataclass
 class RunRecord:
@@ -54,12 +56,9 @@ def _read_json(path: str) -> Any:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The epoch records of metrics.jsonl (empty when the file does not exist)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The epoch records of metrics.jsonl (empty when the file does not exist); a torn last
+  line, left by a killed run, is dropped as a resume drops it."""
+  return MetricsWriter(workdir).read()
 
 
 def _same_eps(a: str | float, b: str | float) -> bool:

@@ -7,21 +7,43 @@ Layout under `workdir/checkpoints/`:
 Each checkpoint holds the whole TrainState, the epoch's on-device metric sums (so a run
 resumed mid-epoch logs the same epoch metrics) and a JSON of loop metadata. Orbax writes
 to a temporary directory and renames it when complete, and deletes an old checkpoint only
-after the new one is finalised, so a finished checkpoint is never lost.
+after the new one is finalised, so a finished checkpoint is never lost. Temporary
+directories left by a killed write (`<step>.orbax-checkpoint-tmp`) are never checkpoints;
+orbax removes them when the training run opens its checkpointer.
+
+Restoring falls back on damaged files (a truncated or overwritten file inside a finished
+checkpoint: disk errors, a copy cut short): the newest step is tried first, then each older
+one; every step that fails is reported as one warning line (path, error class and message)
+and nothing is deleted. When resuming training (`restore_last`), a step newer than the one
+restored is renamed aside to `<step>.corrupt-<n>`, so that the run can save that step again
+(orbax refuses to save a step whose directory exists) and the files stay for inspection.
+The other restores (`restore_best`; `restore_state_only`, evaluation's) rename nothing.
+When no step restores, `RunStateError` names the directory and changes nothing.
+The guarantees together: docs/architecture.md#run-directories-resume-and-crash-safety.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging as std_logging
 import os
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+from jaxat.errors import RunStateError
 
 
-def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
+def _manager(directory: str, keep: int, read_only: bool) -> ocp.CheckpointManager:
+  # The training run owns its directory and clears the temporary directories its killed
+  # writes left; a reader (evaluation) may look at a run in progress and must not.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=("state", "sums", "meta"))
 
@@ -31,12 +53,13 @@ def _abstract(tree: Any) -> Any:
 
 
 class Checkpointer:
-  """Saves and restores (state, sums, meta) in `workdir/checkpoints/{last,best}`."""
+  """Saves and restores (state, sums, meta) in `workdir/checkpoints/{last,best}`;
+  `read_only` for readers (evaluation), which leave a run's temporary directories alone."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, read_only: bool = False):
     root = os.path.join(workdir, "checkpoints")
-    self._last = _manager(os.path.join(root, "last"), keep)
-    self._best = _manager(os.path.join(root, "best"), 1)
+    self._last = _manager(os.path.join(root, "last"), keep, read_only)
+    self._best = _manager(os.path.join(root, "best"), 1, read_only)
 
   @staticmethod
   def _args_save(state, sums, meta):
@@ -68,21 +91,130 @@ class Checkpointer:
     return self._best.latest_step()
 
   def restore_last(self, state_like: Any, sums_like: Any) -> tuple[Any, Any, dict]:
-    restored = self._last.restore(self._last.latest_step(), args=self._args_restore(state_like, sums_like))
+    """The newest restorable 'last' checkpoint; newer unreadable steps are renamed aside."""
+    restored, _ = _restore_newest_readable(self._last, "last",
+                                           self._args_restore(state_like, sums_like),
+                                           set_aside=True)
     return restored.state, restored.sums, dict(restored.meta)
 
   def restore_best(self, state_like: Any, sums_like: Any) -> tuple[Any, Any, dict]:
-    restored = self._best.restore(self._best.latest_step(), args=self._args_restore(state_like, sums_like))
+    restored, _ = _restore_newest_readable(self._best, "best",
+                                           self._args_restore(state_like, sums_like),
+                                           set_aside=False)
     return restored.state, restored.sums, dict(restored.meta)
 
   def restore_state_only(self, which: str, state_like: Any) -> tuple[Any, int]:
-    """(state, step) of the newest 'last' or the 'best' checkpoint, without the loop items."""
+    """(state, step) of the newest restorable 'last' or the 'best' checkpoint, without the
+    loop items; read-only (evaluation must not change a run directory)."""
     manager = self._last if which == "last" else self._best
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(state_like))))
+    restored, step = _restore_newest_readable(
+        manager, which, ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state_like))),
+        set_aside=False)
     return restored.state, step
 
   def close(self) -> None:
     self._last.close()
     self._best.close()
+
+
+def _one_line(error: BaseException) -> str:
+  """`Class: message` on one short line (tensorstore appends pages of spec to its errors)."""
+  message = str(error).split("See full TensorStore details")[0].strip()
+  message = " ".join(message.split())
+  if len(message) > 200:
+    message = message[:197] + "..."
+  return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _from_checkpoint_internals(record: Any) -> bool:
+  names = [frame.f_code.co_filename for frame, _ in _walk_tb(getattr(record, "exc_traceback", None))]
+  text = f"{getattr(record, 'exc_value', '')} {getattr(record, 'object', '')}"
+  return (any(part in name for name in names for part in ("orbax", "tensorstore", "asyncio"))
+          or "orbax" in text or "Event loop is closed" in text)
+
+
+def _walk_tb(tb):
+  while tb is not None:
+    yield tb.tb_frame, tb.tb_lineno
+    tb = tb.tb_next
+
+
+class _DropOrbaxRecords(std_logging.Filter):
+  def filter(self, record) -> bool:
+    return "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_checkpoint_internals():
+  """During a restore attempt: drops orbax's log records and the 'exception ignored'
+  reports of its abandoned reader coroutines, which a failed restore prints by the dozen
+  (tracebacks, TensorStore specs) and which say nothing our one warning line does not."""
+  previous_hook = sys.unraisablehook
+
+  def hook(record):
+    if not _from_checkpoint_internals(record):
+      previous_hook(record)
+
+  drop = _DropOrbaxRecords()
+  absl_logger = std_logging.getLogger("absl")
+  sys.unraisablehook = hook
+  absl_logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(drop)
+    sys.unraisablehook = previous_hook
+
+
+def _set_aside(step_dir: str) -> str:
+  """Renames a damaged step directory to `<step>.corrupt-<n>` (first free n); returns it."""
+  n = 1
+  while os.path.exists(f"{step_dir}.corrupt-{n}"):
+    n += 1
+  target = f"{step_dir}.corrupt-{n}"
+  os.rename(step_dir, target)
+  return target
+
+
+def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: Any,
+                             set_aside: bool) -> tuple[Any, int]:
+  """(restored items, step) of the newest step of `manager` that restores.
+
+  Each step that fails before it gets one warning line once the outcome is known; with
+  `set_aside` they are renamed to `<step>.corrupt-<n>`. When every step fails (or none
+  exists) nothing is changed and `RunStateError` names the directory and what to do.
+  """
+  directory = str(manager.directory)
+  failures: list[tuple[int, str]] = []
+  restored, restored_step = None, None
+  with _quiet_checkpoint_internals():
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        restored, restored_step = manager.restore(step, args=args), step
+        break
+      except Exception as error:  # pylint: disable=broad-except  # Any damage, any library.
+        failures.append((step, _one_line(error)))
+    if failures:
+      # Abandoned coroutines report when collected: now, while the hook still drops them
+      # (outside the `except` clause, so no traceback keeps them alive).
+      gc.collect()
+  if restored_step is not None:
+    for failed_step, reason in failures:
+      step_dir = os.path.join(directory, str(failed_step))
+      moved = ""
+      if set_aside:
+        moved = f"; renamed it to {os.path.basename(_set_aside(step_dir))} (kept for inspection)"
+      logging.warning("checkpoint %s cannot be restored (%s); using step %d instead%s",
+                      step_dir, reason, restored_step, moved)
+    if failures and set_aside:
+      manager.reload()
+    return restored, restored_step
+  if not failures:
+    raise RunStateError(f"no {which!r} checkpoint in {directory}")
+  tried = "; ".join(f"step {step}: {reason}" for step, reason in failures)
+  remedy = ("to train the run over from scratch" if which == "last" else
+            "to go on without a best checkpoint")
+  raise RunStateError(
+      f"no {which!r} checkpoint in {directory} can be restored ({tried}); the files are "
+      f"damaged or were written by another version of jaxat. Nothing was changed: move "
+      f"{directory} away (or restore its files) and rerun {remedy}")

@@ -44,11 +44,7 @@ _LOG_TAIL_LINES = 20
 def recorded_epochs(run: str) -> dict[int, dict[str, Any]]:
   """The run's per-epoch records that carry a fingerprint, by epoch (the last line of an
   epoch wins, as after a resume's truncation)."""
-  path = os.path.join(run, "metrics.jsonl")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = reporting.MetricsWriter(run).read()   # a torn last line is dropped
   return {r["epoch"]: r for r in records if "epoch" in r and "fingerprint" in r}
 
 

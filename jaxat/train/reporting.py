@@ -17,6 +17,8 @@ from typing import Any
 
 from absl import logging
 
+from jaxat.errors import RunStateError
+
 
 def _jsonable(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
@@ -25,7 +27,15 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricsWriter:
-  """Appends one JSON object per call to `workdir/metrics.jsonl` (flushed at once)."""
+  """Appends one JSON object per call to `workdir/metrics.jsonl` (flushed at once).
+
+  The file must survive a `kill -9` at any moment, so reading tolerates what a killed
+  append leaves behind: a torn (partial, unparsable) last line is dropped with a warning.
+  An unparsable line before the last one cannot come from an interrupted append; it is a
+  `RunStateError` naming the file and the line. The file is only ever rewritten whole and
+  atomically (`truncate_after`: temporary file + os.replace), so a kill during a rewrite
+  leaves either the old or the new content, never a mix.
+  """
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
@@ -34,27 +44,61 @@ class MetricsWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
 
-  def read(self) -> list[dict[str, Any]]:
+  def _lines(self) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """([(line text, record)] of the parsable lines, whether a torn last line was dropped)."""
     if not os.path.exists(self.path):
-      return []
+      return [], False
     with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+      lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+    parsed, torn = [], False
+    for index, (number, line) in enumerate(lines):
+      try:
+        record = json.loads(line.strip())
+        if not isinstance(record, dict):
+          raise ValueError(f"a JSON {type(record).__name__}, not an object")
+      except ValueError as error:
+        if index + 1 < len(lines):
+          raise RunStateError(
+              f"{self.path} line {number} is not a JSON object ({error}); only the last line "
+              "can be torn by an interrupted run, so the file was damaged otherwise: repair "
+              "or remove that line, or move the workdir away to start over") from None
+        logging.warning("%s: dropping the torn last line %d (%d characters, left by an "
+                        "interrupted run)", self.path, number, len(line.rstrip("\n")))
+        torn = True
+        continue
+      parsed.append((line if line.endswith("\n") else line + "\n", record))
+    return parsed, torn
+
+  def read(self) -> list[dict[str, Any]]:
+    return [record for _, record in self._lines()[0]]
 
   def truncate_after(self, epoch: int) -> None:
-    """Drops epoch records past `epoch` (lines written after the checkpoint being resumed)."""
-    kept = [r for r in self.read() if r.get("epoch", -1) <= epoch]
-    with open(self.path, "w") as f:
-      for record in kept:
-        f.write(json.dumps(record) + "\n")
+    """Drops epoch records past `epoch` (lines written after the checkpoint being resumed,
+    `epoch` 0 when starting without one) and a torn last line, by an atomic rewrite; kept
+    lines are copied byte for byte. Without anything to drop the file is left untouched."""
+    lines, torn = self._lines()
+    kept = [text for text, record in lines if record.get("epoch", -1) <= epoch]
+    if len(kept) == len(lines) and not torn:
+      return
+    logging.info("%s: kept %d of %d records (resuming after epoch %d)", self.path, len(kept),
+                 len(lines), epoch)
+    _write_atomically(self.path, "".join(kept))
+
+
+def _write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file (synced) and os.replace: a reader or
+  a kill at any moment sees the old or the new content, never a partial file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
   """Writes JSON atomically (temporary file + rename)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  _write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 class Progress:

@@ -2,7 +2,9 @@
 
 `load_trained_model(workdir, checkpoint='last'|'best', weights='raw'|'ema')` rebuilds the
 run's experiment from `workdir/config.json` (data, model, method), creates the state
-structure and restores the chosen checkpoint into it.
+structure and restores the chosen checkpoint into it (a damaged newest `last` step falls
+back to the previous one with a warning, renaming nothing: the run directory is only read;
+docs/architecture.md#run-directories-resume-and-crash-safety).
 
 `attach_prerequisites(method, config, workdir)` restores the finished runs a method
 declares with `Method.prerequisites` (HAT's helper) and hands them to the method; it never
@@ -78,7 +80,7 @@ def load_trained_model(workdir: str, checkpoint: str = "last", weights: str = "r
   exp = build_experiment(config)
   attach_prerequisites(exp.method, config, workdir)
   state_like = init_state(exp)
-  checkpointer = Checkpointer(workdir, config.checkpoint.keep)
+  checkpointer = Checkpointer(workdir, config.checkpoint.keep, read_only=True)
   try:
     step = checkpointer.latest_step() if checkpoint == "last" else checkpointer.best_step()
     if step is None:

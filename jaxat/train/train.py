@@ -5,7 +5,10 @@ checkpoints/{last,best}, results.json.
 Rerunning with the same config in a workdir that has a checkpoint resumes from it; a
 SIGTERM (preemption) saves a checkpoint at the next step boundary and raises `Preempted`.
 A resumed run is bit-identical to an uninterrupted one: every random draw is a function of
-(seed, stream, epoch or step), and the epoch's partial metric sums are checkpointed.
+(seed, stream, epoch or step), and the epoch's partial metric sums are checkpointed. After
+any interruption (a kill -9 included) metrics.jsonl keeps exactly one line per epoch, and
+a damaged newest checkpoint falls back to the previous one
+(docs/architecture.md#run-directories-resume-and-crash-safety).
 """
 
 from __future__ import annotations
@@ -383,9 +386,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
 
   if checkpointer.latest_step() is not None:
-    state, sums, meta = checkpointer.restore_last(state, sums)
-    writer.truncate_after(meta["epoch"])
+    try:
+      state, sums, meta = checkpointer.restore_last(state, sums)
+    except Exception:
+      checkpointer.close()
+      raise
     logging.info("resumed from step %d (epoch %d done)", int(state.step), meta["epoch"])
+  # Epoch lines past the checkpoint actually restored (every epoch line when there is none
+  # yet) come from an attempt killed before its checkpoint was final; they are dropped (and
+  # a torn last line with them) so that the rerun leaves exactly one line per epoch.
+  writer.truncate_after(meta["epoch"])
   if eval_changes:
     _record_config_change(workdir, int(state.step), eval_changes)
 
