@@ -434,13 +434,22 @@ def ordering(cells: dict, published: dict, rows: Sequence[Row]) -> dict:
   for item in ITEMS:
     if not all(item in published.get(row.key, {}) for row in rows) or len(rows) < 2:
       continue
-    ours = [100 * cells[row.key][item]["mean"] for row in rows]
+    # Rounded so that equal accuracies averaged in another order still tie.
+    ours = [round(100 * cells[row.key][item]["mean"], 6) for row in rows]
     paper = [published[row.key][item] for row in rows]
-    best_first = lambda values: [rows[i].key for i in sorted(range(len(rows)),
-                                                             key=lambda i: -values[i])]
     out[item] = {"spearman": spearman(ours, paper), **pair_agreement(ours, paper),
-                 "ours_best_first": best_first(ours), "paper_best_first": best_first(paper)}
+                 "ours_best_first": best_first(rows, ours),
+                 "paper_best_first": best_first(rows, paper)}
   return out
+
+
+def best_first(rows: Sequence[Row], values: Sequence[float]) -> str:
+  """'uiat > uag_iam = uag_fr > ...': the rows by decreasing value, ties joined by '='."""
+  order = sorted(range(len(rows)), key=lambda i: -values[i])
+  text = rows[order[0]].key
+  for previous, i in zip(order, order[1:]):
+    text += (" = " if values[i] == values[previous] else " > ") + rows[i].key
+  return text
 
 
 def _ours(stats: dict) -> str:
@@ -468,8 +477,8 @@ def ordering_table(order: dict) -> str:
   header = ["item", "Spearman ρ", "pairs same / opposite / tied", "ours, best first",
             "paper, best first"]
   body = [[tables.item_title(item), "—" if o["spearman"] is None else f"{o['spearman']:+.2f}",
-           f"{o['same']} / {o['opposite']} / {o['tied']}", " > ".join(o["ours_best_first"]),
-           " > ".join(o["paper_best_first"])] for item, o in order.items()]
+           f"{o['same']} / {o['opposite']} / {o['tied']}", o["ours_best_first"],
+           o["paper_best_first"]] for item, o in order.items()]
   return tables.markdown_table(header, body)
 
 

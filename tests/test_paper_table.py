@@ -289,10 +289,16 @@ def test_ordering_check_of_table6():
   assert set(order) == {"clean", "pgd20", "aa"}  # Table 6 has no CW column
   assert order["aa"]["spearman"] == pytest.approx(0.9)
   assert (order["aa"]["same"], order["aa"]["opposite"]) == (9, 1)
-  assert order["aa"]["paper_best_first"] == ["uiat", "uag_iam", "uag_fr", "iat", "uag"]
-  assert order["aa"]["ours_best_first"] == ["uiat", "uag_iam", "uag_fr", "uag", "iat"]
+  assert order["aa"]["paper_best_first"] == "uiat > uag_iam > uag_fr > iat > uag"
+  assert order["aa"]["ours_best_first"] == "uiat > uag_iam > uag_fr > uag > iat"
   assert order["pgd20"]["spearman"] == pytest.approx(-1.0)
   assert order["clean"]["spearman"] == pytest.approx(1.0)
+  # Ties, also of means that differ only by float rounding, are shown and counted as ties.
+  for key, value in (("iat", 0.7 * 0.4), ("uag", 0.28), ("uag_fr", 0.28)):  # 0.27999...97
+    cells[key]["aa"]["mean"] = value
+  tied = pt.ordering(cells, paper, rows)["aa"]
+  assert tied["ours_best_first"] == "uiat > iat = uag = uag_fr > uag_iam"
+  assert tied["tied"] == 3
 
 
 # --- a whole invocation over finished runs: reused, nothing started ----------------------
