@@ -22,11 +22,8 @@ seconds per epoch count the HAT epochs only.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
 
@@ -34,30 +31,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from machine import describe_machine  # noqa: E402
+from run_helpers import (evaluate_command, is_trained, provenance, run,  # noqa: E402
+                         seconds_per_epoch, train_command, write_json)
 
-from jaxat.reports import runs as runs_module  # noqa: E402
 from jaxat.reports import tables  # noqa: E402
 
 DEFAULT_METHODS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat", "uiat_oneoff",
                    "iat")
-
-
-def run(command: list[str], log_path: str) -> None:
-  print("$", " ".join(command), flush=True)
-  with open(log_path, "a") as log:
-    proc = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-  if proc.returncode != 0:
-    raise RuntimeError(f"{' '.join(command)} failed with status {proc.returncode}; see {log_path}")
-
-
-def seconds_per_epoch(workdir: str) -> float:
-  """Median over epochs of the training seconds of an epoch (metrics.jsonl's
-  train_seconds: compilation and evaluation excluded)."""
-  value = runs_module.seconds_per_epoch(runs_module.read_metrics(workdir))
-  if value is None:
-    raise ValueError(f"{workdir}/metrics.jsonl has no epoch timing")
-  return value
 
 
 def main() -> None:
@@ -100,15 +80,13 @@ def main() -> None:
     for seed in seeds:
       workdir = os.path.join(args.root, f"{args.preset}_{method}_seed{seed}")
       log_path = workdir + ".log"
-      if not os.path.exists(os.path.join(workdir, "results.json")):
-        run([sys.executable, "-m", "jaxat.main", f"--config=configs/{method}.py:{args.preset}",
-             f"--workdir={workdir}", f"--config.seed={seed}", *overrides], log_path)
+      if not is_trained(workdir):
+        run(train_command(f"configs/{method}.py:{args.preset}", workdir, seed, overrides),
+            log_path)
       eval_json = os.path.join(workdir, "eval", "compare.json")
       if not os.path.exists(eval_json):
-        run([sys.executable, "-m", "jaxat.evaluate", f"--workdir={workdir}",
-             "--attacks=clean,pgd20,aa", f"--n_examples={args.aa_examples}", "--weights=raw",
-             f"--batch_size={args.eval_batch_size}", "--tag=compare", "--progress=plain",
-             f"--seed={seed}"], log_path)
+        run(evaluate_command(workdir, "clean,pgd20,aa", args.aa_examples, args.eval_batch_size,
+                             "compare", seed), log_path)
       with open(eval_json) as f:
         evaluation = json.load(f)
       with open(os.path.join(workdir, "config.json")) as f:
@@ -130,14 +108,9 @@ def main() -> None:
     summary[method] = {key: tables.mean_std([r[key] for r in rows])
                        for key in ("clean", "pgd20", "aa", "seconds_per_epoch")}
   payload = {"benchmark": "compare_methods", "preset": args.preset, "seeds": seeds,
-             "methods": methods, "overrides": overrides,
-             "command": shlex.join(["python"] + sys.argv),
-             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-             "wall_seconds": time.time() - started, "machine": describe_machine(),
+             "methods": methods, "overrides": overrides, **provenance(started),
              "summary": summary, "runs": runs}
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  with open(output, "w") as f:
-    json.dump(payload, f, indent=2)
+  write_json(output, payload)
 
   first = runs[0]
   print(f"\n{args.preset}, {first['model']['name']}, {first['num_epochs']} epochs, eps "
