@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -27,8 +28,10 @@ QUIET = "--config.log.progress=none"
 
 def _case(name, module, args, expect, status=2, workdir="FRESH", env=None):
   """`expect`: substrings of the error line (the bad value, and what is valid where it
-  applies). `workdir`: FRESH (must not exist afterwards), RUN (the finished run, unchanged)
-  or None (no workdir involved). `env`: environment of that command only."""
+  applies). `workdir`: FRESH (must not exist afterwards), or the placeholder of an existing
+  directory that must stay byte for byte unchanged (RUN: the finished run; CORRUPT_RUN: an
+  unreadable config.json; DAMAGED: an unfinished run whose checkpoints are all cut short).
+  `env`: environment of that command only."""
   return pytest.param(module, args, expect, status, workdir, env or {}, id=name)
 
 
@@ -107,7 +110,11 @@ CASES = [
     _main("hat-helper-not-standard", ["--config.method.helper_workdir={RUN}"],
           ["'pgd_at' run", "'standard'"], config="--config=configs/hat.py:synthetic,smoke"),
     _main("corrupt-config-json", ["--workdir={CORRUPT_RUN}"], ["config.json", "not readable JSON"],
-          status=1, workdir=None, config=PGD),
+          status=1, workdir="CORRUPT_RUN", config=PGD),
+    _main("all-checkpoints-corrupt", ["--workdir={DAMAGED}"], ["checkpoints/last", "move"],
+          status=1, workdir="DAMAGED", config=PGD),
+    _case("eval-all-checkpoints-corrupt", "jaxat.evaluate", ["--workdir={DAMAGED}", "--attacks=clean"],
+          ["checkpoints/last"], status=1, workdir="DAMAGED"),
     # -- evaluation ------------------------------------------------------------------------
     _case("eval-negative-eps", "jaxat.evaluate", ["--workdir={RUN}", "--eps=-1"], ["--eps=", "(0, 1]"],
           workdir="RUN"),
@@ -183,6 +190,7 @@ def catalogue(tmp_path_factory):
   corrupt_run.mkdir()
   (corrupt_run / "config.json").write_text('{"seed": 0, "method": {"name"')
   places["CORRUPT_RUN"] = str(corrupt_run)
+  places["DAMAGED"] = str(root / "damaged")
   setup = {"module": "jaxat.main", "args": [PGD, QUIET, f"--workdir={places['RUN']}"]}
   cases, ids = [setup], []
   for param in CASES:
@@ -195,9 +203,23 @@ def catalogue(tmp_path_factory):
   # the digest is taken between, so the setup goes through its own driver call.
   results = _drive(root, [setup])
   assert results[0]["returncode"] == 0, results[0]["stderr"][-3000:]
-  before = {"RUN": _tree_digest(places["RUN"]), "CORRUPT_RUN": _tree_digest(str(corrupt_run))}
+  _damage_copy(places["RUN"], places["DAMAGED"])
+  before = {name: _tree_digest(places[name]) for name in ("RUN", "CORRUPT_RUN", "DAMAGED")}
   results = _drive(root, cases[1:])
   return dict(zip(ids, results)), places, before, root
+
+
+def _damage_copy(run: str, damaged: str) -> None:
+  """A copy of `run` as if stopped before its final evaluation, with the array files of every
+  checkpoint cut to 10 bytes (copies cut short)."""
+  shutil.copytree(run, damaged)
+  os.remove(os.path.join(damaged, "results.json"))
+  last = os.path.join(damaged, "checkpoints", "last")
+  for step in os.listdir(last):
+    data = os.path.join(last, step, "state", "ocdbt.process_0", "d")
+    for name in os.listdir(data):
+      with open(os.path.join(data, name), "r+b") as f:
+        f.truncate(10)
 
 
 def _drive(root, cases: list[dict]) -> list[dict]:
@@ -229,10 +251,8 @@ def test_bad_input_is_one_line_and_changes_nothing(catalogue, request, module, a
     assert text in last, f"{text!r} not in {last!r}"
   fresh = root / f"fresh_{request.node.callspec.id}"
   assert not fresh.exists(), f"{fresh} was created"
-  if workdir == "RUN":
-    assert _tree_digest(places["RUN"]) == before["RUN"]
-  if workdir is None:
-    assert _tree_digest(places["CORRUPT_RUN"]) == before["CORRUPT_RUN"]
+  if workdir in before:
+    assert _tree_digest(places[workdir]) == before[workdir], f"{workdir} changed"
 
 
 CONFIGS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat", "iat", "uiat_oneoff",
