@@ -126,7 +126,7 @@ def run_torch(args, methods) -> dict | None:
   proc = subprocess.run([args.torch_python, script, f"--model={args.model}",
                          f"--methods={','.join(torch_methods)}", f"--batch_size={args.batch_size}",
                          f"--steps={args.steps}", f"--warmup={args.warmup}",
-                         f"--image_size={args.image_size}"],
+                         f"--image_size={args.image_size}", f"--device={args.torch_device}"],
                         capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -143,6 +143,8 @@ def main():
   parser.add_argument("--at_epoch", type=int, default=0)
   parser.add_argument("--num_devices", type=int, default=0)
   parser.add_argument("--torch_python", default="", help="python with torch installed (optional)")
+  parser.add_argument("--torch_device", default="cpu", help="device of the PyTorch reference: "
+                      "cpu, cuda, or auto")
   parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
   parser.add_argument("--conv", default="jaxat", choices=("jaxat", "lax"),
                       help="jaxat: the models' convolution (jaxat/models/conv_op.py, custom input-"

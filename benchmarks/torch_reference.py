@@ -127,14 +127,15 @@ def augment(images_uint8, padding=4):
   x = images_uint8.float().div_(255.0)
   n, _, h, w = x.shape
   padded = F.pad(x, (padding,) * 4)
-  dx = torch.randint(0, 2 * padding + 1, (n,))
-  dy = torch.randint(0, 2 * padding + 1, (n,))
-  rows = (dy.view(n, 1) + torch.arange(h).view(1, h))
-  cols = (dx.view(n, 1) + torch.arange(w).view(1, w))
-  batch_index = torch.arange(n).view(n, 1, 1, 1)
-  channel_index = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+  device = x.device
+  dx = torch.randint(0, 2 * padding + 1, (n,), device=device)
+  dy = torch.randint(0, 2 * padding + 1, (n,), device=device)
+  rows = (dy.view(n, 1) + torch.arange(h, device=device).view(1, h))
+  cols = (dx.view(n, 1) + torch.arange(w, device=device).view(1, w))
+  batch_index = torch.arange(n, device=device).view(n, 1, 1, 1)
+  channel_index = torch.arange(x.shape[1], device=device).view(1, -1, 1, 1)
   out = padded[batch_index, channel_index, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
-  flip = torch.rand(n) < 0.5
+  flip = torch.rand(n, device=device) < 0.5
   out[flip] = out[flip].flip(3)
   return out
 
@@ -152,16 +153,17 @@ def pgd_attack(model, x, y, eps=8 / 255, alpha=2 / 255, steps=10):
   return (x + delta).detach()
 
 
-def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed=0):
+def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed=0,
+              device="cpu"):
   torch.manual_seed(seed)
   kwargs = {"image_size": image_size} if model_name == "small_cnn" else {}
-  model = MODELS[model_name](**kwargs)
+  model = MODELS[model_name](**kwargs).to(device)
   model.train()
   optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
   rng = np.random.default_rng(seed)
   data = torch.from_numpy(rng.integers(0, 256, (batch_size * (steps + warmup), 3, image_size, image_size),
-                                       dtype=np.uint8))
-  labels = torch.from_numpy(rng.integers(0, 10, (batch_size * (steps + warmup),))).long()
+                                       dtype=np.uint8)).to(device)
+  labels = torch.from_numpy(rng.integers(0, 10, (batch_size * (steps + warmup),))).long().to(device)
 
   def step(i):
     x = augment(data[i * batch_size:(i + 1) * batch_size])
@@ -175,7 +177,9 @@ def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed
     return loss
 
   for i in range(warmup):
-    step(i)
+    loss = step(i)
+  if warmup:
+    loss.item()   # waits for the device (CUDA runs asynchronously)
   start = time.perf_counter()
   for i in range(warmup, warmup + steps):
     loss = step(i)
@@ -193,14 +197,16 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--image_size", type=int, default=32)
+  parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
   args = parser.parse_args()
+  device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
   methods = [m for m in args.methods.split(",") if m]
   bad = [m for m in methods if m not in ("standard", "pgd_at")]
   if bad:
     parser.error(f"unknown methods {bad}; valid choices: standard, pgd_at")
-  results = [benchmark(args.model, m, args.batch_size, args.steps, args.warmup, args.image_size)
-             for m in methods]
-  print(json.dumps({"framework": "pytorch", "torch": torch.__version__,
+  results = [benchmark(args.model, m, args.batch_size, args.steps, args.warmup, args.image_size,
+                       device=device) for m in methods]
+  print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "device": device,
                     "threads": torch.get_num_threads(), "model": args.model,
                     "batch_size": args.batch_size, "results": results}))
 

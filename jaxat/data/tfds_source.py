@@ -11,11 +11,22 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import tensorflow_datasets as tfds
 
 from jaxat.data.public_datasets import CIFAR10, CIFAR100, SVHN, PublicDatasetFacts
 from jaxat.data.types import ArrayDataset, DatasetSplits
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
+
+
+def _tfds():
+  """tensorflow_datasets, imported on use: it takes seconds to import, and only runs with
+  `dataset.source=tfds` read it (machines without it run everything else)."""
+  import tensorflow_datasets
+  return tensorflow_datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +59,7 @@ def tfds_dataset_path(name: str, data_dir: str) -> str:
     data_dir: the TFDS data_dir; '' means the TFDS default ($TFDS_DATA_DIR or
       ~/tensorflow_datasets).
   """
-  builder = tfds.builder(TFDS_DATASETS[name].tfds_name, data_dir=_tfds_data_dir(data_dir))
+  builder = _tfds().builder(TFDS_DATASETS[name].tfds_name, data_dir=_tfds_data_dir(data_dir))
   return str(builder.data_path)
 
 
@@ -123,7 +134,7 @@ def load_tfds(name: str, data_dir: str) -> DatasetSplits:
     )
   dataset = TFDS_DATASETS[name]
   try:
-    train_source, test_source = tfds.data_source(
+    train_source, test_source = _tfds().data_source(
         dataset.tfds_name,
         split=["train", "test"],
         data_dir=_tfds_data_dir(data_dir),
@@ -133,7 +144,7 @@ def load_tfds(name: str, data_dir: str) -> DatasetSplits:
     # TFDS reports a missing dataset as KeyError, NotImplementedError or OSError
     # depending on what is on disk. Only when the builder confirms that nothing is
     # prepared is the failure translated; any other error propagates unchanged.
-    builder = tfds.builder(dataset.tfds_name, data_dir=_tfds_data_dir(data_dir))
+    builder = _tfds().builder(dataset.tfds_name, data_dir=_tfds_data_dir(data_dir))
     if builder.is_prepared():
       raise
     raise FileNotFoundError(

@@ -17,8 +17,10 @@ kernel gradient is unchanged. With it the loop above takes 6.9 s (2.0x faster). 
 GradAlign needs) works; forward-mode (`jax.jvp`) of a custom VJP does not, so code that
 needs forward mode must use `lax.conv_general_dilated` directly.
 
-Only the plain NHWC/HWIO convolution without feature or batch groups is specialised; any
-other call is passed to `lax.conv_general_dilated` unchanged.
+Only the plain NHWC/HWIO convolution without feature or batch groups is specialised, and
+only on the CPU backend (the layout problem is XLA:CPU's); any other call, and every call on
+GPU or TPU, is passed to `lax.conv_general_dilated` unchanged, so accelerators keep XLA's
+native convolution and its own gradient.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """Drop-in for `lax.conv_general_dilated` (the signature Flax's `nn.Conv` calls);
   see the module docstring."""
   plain = (_is_nhwc_hwio(dimension_numbers, lhs.ndim) and feature_group_count == 1
-           and batch_group_count == 1 and preferred_element_type is None)
+           and batch_group_count == 1 and preferred_element_type is None
+           and jax.default_backend() == "cpu")
   if not plain:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
