@@ -136,15 +136,6 @@ def _atomic_savez(path: str, arrays: dict) -> None:
   os.replace(tmp, path)
 
 
-def _set_aside(path: str) -> str:
-  """Renames an unreadable file to <path>.corrupt[-k] (never deleted: it may be evidence)."""
-  aside, k = path + ".corrupt", 1
-  while os.path.exists(aside):
-    aside, k = f"{path}.corrupt-{k}", k + 1
-  os.replace(path, aside)
-  return aside
-
-
 def main(argv):
   del argv  # run_entry_point refuses positional arguments
   # Imported here so that --help and flag errors do not pay for JAX start-up.
@@ -228,7 +219,7 @@ def main(argv):
         else:
           logging.warning("ignoring %s: it was written with different settings", partial_path)
     except Exception as error:   # truncated or foreign file: keep it aside, start over
-      aside = _set_aside(partial_path)
+      aside = reporting.set_aside(partial_path)
       state = robustness.EvaluationState()
       logging.warning("%s is unreadable (%s: %s); moved it to %s and starting this evaluation "
                       "over", partial_path, type(error).__name__, one_line(str(error)), aside)

@@ -88,4 +88,4 @@ def test_evaluate_honours_max_test_and_sets_an_unreadable_partial_state_aside(tm
   assert "bounded.partial.npz is unreadable" in proc.stderr and "Traceback" not in proc.stderr
   with open(run / "eval" / "bounded.json") as f:
     assert json.load(f)["num_examples"] == 16
-  assert (run / "eval" / "bounded.partial.npz.corrupt").read_bytes() == b"PK\x03\x04 cut short"
+  assert (run / "eval" / "bounded.partial.npz.corrupt-1").read_bytes() == b"PK\x03\x04 cut short"

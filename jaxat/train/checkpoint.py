@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxat.errors import RunStateError
+from jaxat.train import reporting
 
 
 def _manager(directory: str, keep: int, read_only: bool) -> ocp.CheckpointManager:
@@ -166,16 +167,6 @@ def _quiet_checkpoint_internals():
     sys.unraisablehook = previous_hook
 
 
-def _set_aside(step_dir: str) -> str:
-  """Renames a damaged step directory to `<step>.corrupt-<n>` (first free n); returns it."""
-  n = 1
-  while os.path.exists(f"{step_dir}.corrupt-{n}"):
-    n += 1
-  target = f"{step_dir}.corrupt-{n}"
-  os.rename(step_dir, target)
-  return target
-
-
 def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: Any,
                              set_aside: bool) -> tuple[Any, int]:
   """(restored items, step) of the newest step of `manager` that restores.
@@ -203,7 +194,7 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: A
       step_dir = os.path.join(directory, str(failed_step))
       moved = ""
       if set_aside:
-        moved = f"; renamed it to {os.path.basename(_set_aside(step_dir))} (kept for inspection)"
+        moved = f"; renamed it to {os.path.basename(reporting.set_aside(step_dir))} (kept for inspection)"
       logging.warning("checkpoint %s cannot be restored (%s); using step %d instead%s",
                       step_dir, reason, restored_step, moved)
     if failures and set_aside:

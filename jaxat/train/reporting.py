@@ -96,6 +96,18 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def set_aside(path: str) -> str:
+  """Renames an unreadable file or directory to `<path>.corrupt-<n>` (the first free n) and
+  returns the new path: damaged run files are never deleted (they may be evidence), and
+  the original name is free to be written again."""
+  n = 1
+  while os.path.exists(f"{path}.corrupt-{n}"):
+    n += 1
+  target = f"{path}.corrupt-{n}"
+  os.rename(path, target)
+  return target
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
   """Writes JSON atomically (temporary file + rename)."""
   _write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
