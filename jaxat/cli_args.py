@@ -76,7 +76,7 @@ def one_line(message: str) -> str:
 def _config_path_problem(argv: list[str]) -> str | None:
   """What is wrong with the --config=<file>[:args] path, if anything (ml_collections reports a
   missing file only when the config is first read, as a multi-line traceback)."""
-  value = _config_value(argv)
+  value = config_argument(argv)
   if value is None:
     return None
   path = value.split(":", 1)[0]
@@ -120,7 +120,8 @@ def _unknown_field_message(flag_name: str, argv: list[str]) -> str:
   return message
 
 
-def _config_value(argv: list[str]) -> str | None:
+def config_argument(argv: list[str]) -> str | None:
+  """The raw value of --config (path[:args]) as typed, or None."""
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
       return arg.split("=", 1)[1]
@@ -132,7 +133,7 @@ def _config_value(argv: list[str]) -> str | None:
 def _load_config(argv: list[str]):
   """The config that --config names, before overrides (None if it does not load): when an
   override fails, absl has not stored the flag's value yet, so it is loaded again here."""
-  value = _config_value(argv)
+  value = config_argument(argv)
   if value is None or "config" not in flags.FLAGS:
     return None
   try:

@@ -14,7 +14,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.cli_args import rewrite_fraction_overrides, run_entry_point
+from jaxat.cli_args import config_argument, rewrite_fraction_overrides, run_entry_point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
@@ -33,22 +33,12 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("runs", name + suffix)
 
 
-def _config_argument(argv: list[str]) -> str:
-  """The raw value of --config (path[:args]) as typed."""
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return "config"
-
-
 def main(argv):
   del argv  # run_entry_point refuses positional arguments
   # Imported here so that --help and flag errors do not pay for JAX start-up.
   from jaxat.train.train import Preempted, train_and_evaluate
 
-  workdir = _WORKDIR.value or default_workdir(_config_argument(sys.argv))
+  workdir = _WORKDIR.value or default_workdir(config_argument(sys.argv) or "config")
   logging.info("workdir: %s", workdir)
   try:
     results = train_and_evaluate(_CONFIG.value, workdir, _ALLOW_EVAL_CHANGE.value)
