@@ -119,7 +119,7 @@ def measure(method: str, args) -> dict:
 
 
 def run_torch(args, methods) -> dict | None:
-  torch_methods = [m for m in methods if m in ("standard", "pgd_at")]
+  torch_methods = [m for m in methods if m in ("standard", "pgd_at", "trades")]
   if not args.torch_python or not torch_methods:
     return None
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")

@@ -153,6 +153,34 @@ def pgd_attack(model, x, y, eps=8 / 255, alpha=2 / 255, steps=10):
   return (x + delta).detach()
 
 
+def trades_attack(model, x, eps=8 / 255, alpha=2 / 255, steps=10):
+  """TRADES (yaodongyu/TRADES): model.eval() during the attack, start x + 0.001·N(0,1),
+  ascent on KL(p(x) || p(x')) (sum reduction), sign steps, projection, clip."""
+  model.eval()
+  with torch.no_grad():
+    p_natural = F.softmax(model(x), dim=1)
+  x_adv = x + 0.001 * torch.randn_like(x)
+  for _ in range(steps):
+    x_adv.requires_grad_(True)
+    loss_kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_natural, reduction="sum")
+    grad, = torch.autograd.grad(loss_kl, x_adv)
+    x_adv = x_adv.detach() + alpha * grad.sign()
+    x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+  model.train()
+  return x_adv.detach()
+
+
+def trades_loss(model, x, x_adv, y, beta=6.0):
+  """CE on x plus beta times the batch-mean KL(p(x) || p(x_adv)), both forwards in train mode."""
+  logits = model(x)
+  loss_robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1),
+                         reduction="batchmean")
+  return F.cross_entropy(logits, y) + beta * loss_robust
+
+
+METHODS = ("standard", "pgd_at", "trades")
+
+
 def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed=0,
               device="cpu"):
   torch.manual_seed(seed)
@@ -170,7 +198,10 @@ def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed
     y = labels[i * batch_size:(i + 1) * batch_size]
     if method == "pgd_at":
       x = pgd_attack(model, x, y)
-    loss = F.cross_entropy(model(x), y)
+    if method == "trades":
+      loss = trades_loss(model, x, trades_attack(model, x), y)
+    else:
+      loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -201,9 +232,9 @@ def main():
   args = parser.parse_args()
   device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
   methods = [m for m in args.methods.split(",") if m]
-  bad = [m for m in methods if m not in ("standard", "pgd_at")]
+  bad = [m for m in methods if m not in METHODS]
   if bad:
-    parser.error(f"unknown methods {bad}; valid choices: standard, pgd_at")
+    parser.error(f"unknown methods {bad}; valid choices: {', '.join(METHODS)}")
   results = [benchmark(args.model, m, args.batch_size, args.steps, args.warmup, args.image_size,
                        device=device) for m in methods]
   print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "device": device,
