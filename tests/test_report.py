@@ -118,3 +118,14 @@ def test_report_grouped_by_method_averages_the_runs(two_runs, tmp_path):
   assert lines[2:] == ["| method | clean | PGD-20 | AA | s/epoch |", "|---|---|---|---|---|",
                        "| pgd_at | 70.62 ± 15.03 | 45.00 ± 7.07 | 43.75 ± 0.00 | 5.00 |",
                        "| trades | 70.00 ± 0.00 | 45.00 ± 0.00 | — | 2.25 |"]
+
+
+def test_a_torn_last_metrics_line_is_dropped_as_a_resume_drops_it(tmp_path):
+  """A run killed mid-append leaves a partial last line; the report reads the epochs before
+  it (as the training loop's resume does) instead of failing on the JSON."""
+  run = tmp_path / "killed"
+  write_run(run, "pgd_at", [epoch(1, 2.0, 0.1, 0.5, 0.25, 3.0), epoch(2, 1.0, 0.01, 0.75, 0.5, 5.0)],
+            {"clean_acc": 0.75, "pgd20_acc": 0.5})
+  with open(run / "metrics.jsonl", "a") as f:
+    f.write('{"epoch": 3, "step": 30, "lr": 0.0')
+  assert [r["epoch"] for r in run_files.read_metrics(str(run))] == [1, 2]
