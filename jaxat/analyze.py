@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from jaxat.cli_args import run_entry_point, usage_errors
-from jaxat.errors import UsageError
+from jaxat.cli_args import run_entry_point
+from jaxat.errors import UsageError, usage_errors
 
 COMMANDS = ("inverse_curve", "universal_perturbations")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
@@ -43,17 +42,6 @@ def parse_fraction(text: str) -> float:
     return float(Fraction(text.strip()))
   except (ValueError, ZeroDivisionError) as error:
     raise ValueError(f"expected a number such as 8/255 or 0.5, got {text!r}") from error
-
-
-def exit_on_user_error(validate, *args, **kwargs):
-  """Returns validate(*args, **kwargs); a ValueError it raises (a phrased user error: bad
-  flag value, missing run, ...) becomes one line on stderr and exit status 2, without a
-  Python traceback. Only validation goes through here: errors of the work itself keep
-  their traceback."""
-  try:
-    return validate(*args, **kwargs)
-  except ValueError as error:
-    _exit_with(str(error), USAGE_EXIT_CODE, error)
 
 
 TRACEBACK_ENV = "JAXAT_TRACEBACK"
@@ -159,31 +147,10 @@ def _first_unknown_override(argv: list[str]) -> str | None:
   return None
 
 
-def flag_error_message(error: flags.Error, argv: list[str]) -> str:
-  """One line that names the flag, the value and, where known, the valid choices."""
-  text = str(error)
-  from_config_file = _config_file_error(text)
-  if from_config_file:
-    return from_config_file
-  unknown = re.match(r"^Unknown command line flag '(config\.[\w.]+)'", text)
-  if unknown:
-    return _unknown_field_message(unknown.group(1), argv)
-  field = re.match(r"^flag --(config\.[\w.]+)=(.*?): (.*)$", one_line(text))
-  if field and "Did you mean" in text:
-    return _unknown_field_message(field.group(1), argv)
-  return one_line(text)
-
-
-@contextlib.contextmanager
-def usage_errors():
-  """Inside: a ValueError or FileNotFoundError (the phrased refusals of validation code,
-  which library callers catch as such) is a `UsageError` for the command line."""
-  try:
-    yield
-  except (UsageError, RunStateError):
-    raise
-  except (ValueError, FileNotFoundError) as error:
-    raise UsageError(str(error)) from error
+def flag_error_message(error: flags.Error) -> str:
+  """One line that names the flag and the value (an error raised by the config file's own
+  get_config: its message, without ml_collections' quoted traceback)."""
+  return _config_file_error(str(error)) or one_line(str(error))
 
 
 def run_entry_point(main: Callable[[list[str]], Any],
@@ -207,13 +174,15 @@ def run_entry_point(main: Callable[[list[str]], Any],
       _exit_with(problem, USAGE_EXIT_CODE, UsageError(problem))
     try:
       return flags.FLAGS(argv)
-    except flags.Error as error:
-      _exit_with(flag_error_message(error, argv), USAGE_EXIT_CODE, error)
-    except (AttributeError, KeyError) as error:   # ml_collections: an override names no field
+    # ml_collections reports an override that names no field as a flag error or as an
+    # AttributeError/KeyError, depending on where it notices; both are described here.
+    except (flags.Error, AttributeError, KeyError) as error:
       unknown = _first_unknown_override(argv)
-      if unknown is None:
+      if unknown is not None:
+        _exit_with(_unknown_field_message(unknown, argv), USAGE_EXIT_CODE, error)
+      if not isinstance(error, flags.Error):
         raise
-      _exit_with(_unknown_field_message(unknown, argv), USAGE_EXIT_CODE, error)
+      _exit_with(flag_error_message(error), USAGE_EXIT_CODE, error)
 
   def guarded_main(argv: list[str]) -> Any:
     try:

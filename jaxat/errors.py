@@ -15,6 +15,8 @@ environment variable `JAXAT_TRACEBACK=1` to see the full traceback instead
 
 from __future__ import annotations
 
+import contextlib
+
 USAGE_EXIT_CODE = 2
 RUN_STATE_EXIT_CODE = 1
 
@@ -25,3 +27,15 @@ class UsageError(ValueError):
 
 class RunStateError(RuntimeError):
   """A run directory's files cannot be used; the message names the path and the problem."""
+
+
+@contextlib.contextmanager
+def usage_errors():
+  """Inside: a ValueError or FileNotFoundError (the phrased refusals of validation code,
+  which library callers catch as such) becomes a `UsageError`."""
+  try:
+    yield
+  except (UsageError, RunStateError):
+    raise
+  except (ValueError, FileNotFoundError) as error:
+    raise UsageError(str(error)) from error

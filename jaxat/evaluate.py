@@ -38,8 +38,8 @@ import time
 
 from absl import flags, logging
 
-from jaxat.cli_args import one_line, run_entry_point
-from jaxat.errors import UsageError
+from jaxat.cli_args import QuietCheckpointInfo, one_line, run_entry_point
+from jaxat.errors import UsageError, usage_errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (written by jaxat.main).")
 _ATTACKS = flags.DEFINE_string("attacks", "clean,pgd20,cw20,aa", "Comma list of items.")
@@ -141,7 +141,7 @@ def main(argv):
   # Imported here so that --help and flag errors do not pay for JAX start-up.
   import numpy as np
   from jaxat.attacks import registry
-  from jaxat.cli_args import parse_fraction, usage_errors
+  from jaxat.cli_args import parse_fraction
   from jaxat.eval import robustness
   from jaxat.eval.progress import EvaluationProgress
   from jaxat.train import reporting
@@ -289,7 +289,6 @@ def main(argv):
 
 def _import_torch_checkpoint():
   """The PyTorch checkpoint converted to jaxat; a bad flag or file exits with one line."""
-  from jaxat.cli_args import exit_on_user_error
   from jaxat.interop import torch_import
 
   def checked_import():
@@ -301,18 +300,12 @@ def _import_torch_checkpoint():
     return torch_import.import_checkpoint(_TORCH_CHECKPOINT.value, _ARCH.value, _ACTIVATION.value,
                                           _NORMALIZATION.value, _DATASET.value, _DATA_DIR.value)
 
-  return exit_on_user_error(checked_import)
-
-
-class _QuietLibraries:
-  """Drops INFO records of checkpoint restoring internals; warnings and errors still pass."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
+  with usage_errors():
+    return checked_import()
 
 
 def run() -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(QuietCheckpointInfo())
   run_entry_point(main)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from jaxat.cli_args import QuietCheckpointInfo, exit_on_user_error, run_entry_point
+from jaxat.cli_args import QuietCheckpointInfo, run_entry_point
+from jaxat.errors import usage_errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (written by jaxat.main).")
 _FORMAT = flags.DEFINE_string("format", "pytorch", "Export format; valid choices: pytorch.")
@@ -24,8 +25,9 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "raw or ema; default ema if the 
 def main(argv):
   del argv  # run_entry_point refuses positional arguments
   from jaxat.interop import export  # Imported here: --help does not pay for JAX start-up.
-  request = exit_on_user_error(export.validate_request, _WORKDIR.value, _FORMAT.value,
-                               _OUT.value, _CHECKPOINT.value, _WEIGHTS.value)
+  with usage_errors():
+    request = export.validate_request(_WORKDIR.value, _FORMAT.value, _OUT.value,
+                                      _CHECKPOINT.value, _WEIGHTS.value)
   paths = export.export_run(request)
   print("exported " + ", ".join(paths.values()))
 

@@ -14,7 +14,8 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.cli_args import config_argument, rewrite_fraction_overrides, run_entry_point
+from jaxat.cli_args import (QuietCheckpointInfo, config_argument, rewrite_fraction_overrides,
+                             run_entry_point)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
@@ -50,15 +51,8 @@ def main(argv):
         f"{summary}; fingerprint {results['fingerprint']}; written to {os.path.join(workdir, 'results.json')}")
 
 
-class _QuietLibraries:
-  """Drops INFO records of checkpointing internals; warnings and errors still pass."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
-
-
 def run() -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(QuietCheckpointInfo())
   run_entry_point(main, rewrite_fraction_overrides)
 
 

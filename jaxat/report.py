@@ -14,7 +14,8 @@ import sys
 
 from absl import flags
 
-from jaxat.cli_args import exit_on_user_error, run_entry_point
+from jaxat.cli_args import run_entry_point
+from jaxat.errors import usage_errors
 
 _OUT = flags.DEFINE_string("out", "reports", "Output directory.")
 _GROUP_BY = flags.DEFINE_string("group_by", "none", "none (one row per run) or method.")
@@ -50,7 +51,8 @@ def build_report(runs, group_by: str) -> str:
 
 def main(argv):
   from jaxat.reports.plots import write_plots
-  runs = exit_on_user_error(_validate, argv[1:], _GROUP_BY.value)
+  with usage_errors():
+    runs = _validate(argv[1:], _GROUP_BY.value)
   markdown = build_report(runs, _GROUP_BY.value)
   paths = write_plots(runs, _OUT.value)
   table_path = os.path.join(_OUT.value, "report.md")

@@ -21,7 +21,7 @@ from jaxat.config.validate import validate_config
 from jaxat.data.registry import load_dataset
 from jaxat.data.types import ArrayDataset, DatasetSplits
 from jaxat.data.validation import split_validation
-from jaxat.errors import UsageError
+from jaxat.errors import usage_errors
 from jaxat.methods.base import Method, StepContext
 from jaxat.methods.registry import create_method, get_method_class
 from jaxat.models.forward import ModelFn
@@ -85,12 +85,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validates `config` and builds the run's pieces, before any compilation. Bad input (a
   config value, a data file) raises `UsageError` (jaxat/errors.py) naming the field or file,
   the value and the valid choices."""
-  try:
+  with usage_errors():
     num_devices, splits, train, validation, test = _validated_inputs(config)
-  except UsageError:
-    raise
-  except (ValueError, FileNotFoundError) as error:
-    raise UsageError(str(error)) from error
   steps_per_epoch = len(train) // config.batch_size
 
   module = create_model(config.model, splits.num_classes, tuple(splits.mean), tuple(splits.std))

@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any
 
-from jaxat.errors import RunStateError, UsageError
+from jaxat.errors import UsageError
 from jaxat.train import environment, reporting
 
 # Epoch-record fields that measure speed, not results: never compared.
@@ -53,11 +53,7 @@ def _read_config(run: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise UsageError(f"{run!r} is not a jaxat run: {path} does not exist (audit the "
                      "--workdir of a python -m jaxat.main run)")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError) as error:
-    raise RunStateError(f"{path} cannot be read: {error}") from error
+  return reporting.read_json(path)
 
 
 def check_request(run: str, epochs: int | None, scratch: str | None) -> int:

@@ -108,6 +108,17 @@ def set_aside(path: str) -> str:
   return target
 
 
+def read_json(path: str) -> Any:
+  """The content of a run's JSON file (config.json, results.json, ...); an unreadable one
+  is a `RunStateError` naming the file, not a bare decoder error."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as error:
+    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); "
+                        "restore it from a copy of the run, or move the workdir away") from error
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
   """Writes JSON atomically (temporary file + rename)."""
   _write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -20,9 +20,9 @@ from typing import Any
 
 import ml_collections
 
-from jaxat.errors import RunStateError
 from jaxat.methods.base import Method, PrerequisiteRun, TrainedRun
 from jaxat.models.forward import ModelFn
+from jaxat.train import reporting
 from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.experiment import Experiment, build_experiment, init_state
 from jaxat.train.state import TrainState
@@ -45,12 +45,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"no jaxat run in {workdir!r}: {path} does not exist (train with "
                             "python -m jaxat.main --workdir=... first)")
-  try:
-    with open(path) as f:
-      config = ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
-  except (OSError, ValueError) as error:
-    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); "
-                        "restore it from a copy of the run") from error
+  config = ml_collections.ConfigDict(_lists_to_tuples(reporting.read_json(path)))
   config.lock()
   return config
 

@@ -26,7 +26,7 @@ from absl import logging
 
 from jaxat.config.applicable import applicable_fields
 from jaxat.config.validate import FINAL_ATTACKS
-from jaxat.errors import RunStateError, UsageError
+from jaxat.errors import UsageError
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
 from jaxat.train import keys, reporting, sharding
 from jaxat.train import overfitting_guard
@@ -98,13 +98,8 @@ def _config_differences(workdir: str, config: ml_collections.ConfigDict) -> dict
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return {}
-  try:
-    with open(path) as f:
-      # Pruned too: config.json written before pruning existed still matches on resume.
-      previous = _flatten(applicable_fields(json.load(f)))
-  except (OSError, ValueError) as error:
-    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); "
-                        "restore it from a copy, or use a new --workdir") from error
+  # Pruned too: config.json written before pruning existed still matches on resume.
+  previous = _flatten(applicable_fields(reporting.read_json(path)))
   current = _flatten(config_to_dict(config))
   return {k: (previous.get(k), current.get(k)) for k in sorted(set(previous) | set(current))
           if k.split(".")[0] not in RESUME_INSENSITIVE and previous.get(k) != current.get(k)}
@@ -147,14 +142,7 @@ def _record_config_change(workdir: str, step: int, differing: dict[str, tuple]) 
 
 def _read_results(workdir: str) -> dict[str, Any] | None:
   path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError) as error:
-    raise RunStateError(f"{path} is not readable JSON ({type(error).__name__}: {error}); move "
-                        "it away to evaluate the run's last checkpoint again") from error
+  return reporting.read_json(path) if os.path.exists(path) else None
 
 
 def _epoch_record(exp: Experiment, epoch: int, step: int, sums: dict, seconds: float,
