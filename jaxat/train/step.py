@@ -89,12 +89,33 @@ def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransforma
   return step_fn
 
 
+COUNTS_PREFIX = "counts/"
+
+
+def is_count_metric(name: str) -> bool:
+  """True for a count metric (docs/architecture.md#count-metrics): an array of event
+  counts, e.g. how often each ε option was chosen per class, summed over the epoch and
+  written to metrics.jsonl as a nested list of totals. Every other metric is a scalar whose
+  epoch mean is written."""
+  return name.startswith(COUNTS_PREFIX)
+
+
+def check_metric_shapes(metric_shapes: dict[str, Any]) -> None:
+  """Raises ValueError for an array-valued metric that is not a count metric."""
+  for name, shape in metric_shapes.items():
+    if tuple(getattr(shape, "shape", ())) != () and not is_count_metric(name):
+      raise ValueError(f"training metric {name!r} has shape {tuple(shape.shape)}; a metric is "
+                       f"a scalar, or an array of counts named '{COUNTS_PREFIX}...'")
+
+
 def init_sums(metric_shapes: dict[str, Any], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
-  """Zeroed epoch sums (one scalar per metric, the step count, the first non-finite step
-  = -1), placed with `sharding` (the step counter's): sums left where `jnp.zeros` puts
-  them would reach the jitted step with another sharding than the sums it returns, and
-  the step would compile twice."""
-  sums = {name: jnp.zeros((), jnp.float32) for name in metric_shapes}
+  """Zeroed epoch sums (one per metric, of the metric's shape: a scalar, or a count
+  metric's array; the step count; the first non-finite step = -1), placed with `sharding`
+  (the step counter's): sums left where `jnp.zeros` puts them would reach the jitted step
+  with another sharding than the sums it returns, and the step would compile twice."""
+  check_metric_shapes(metric_shapes)
+  sums = {name: jnp.zeros(tuple(getattr(shape, "shape", ())), jnp.float32)
+          for name, shape in metric_shapes.items()}
   sums[COUNT] = jnp.zeros((), jnp.float32)
   sums[FIRST_NONFINITE] = jnp.full((), -1, jnp.int32)
   return jax.device_put(sums, sharding)

@@ -36,7 +36,8 @@ from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
                                     init_state, put_train_data)
 from jaxat.train.state import TrainState, model_fingerprint
-from jaxat.train.step import COUNT, FIRST_NONFINITE, init_sums, make_train_step, metric_shapes
+from jaxat.train.step import (COUNT, FIRST_NONFINITE, init_sums, is_count_metric, make_train_step,
+                              metric_shapes)
 from jaxat.train.tensorboard_events import EpochEventWriter
 
 # Fields that may differ between a run and its resumption: they change neither what is
@@ -151,8 +152,11 @@ def _epoch_record(exp: Experiment, epoch: int, step: int, sums: dict, seconds: f
   record = {"epoch": epoch, "step": step,
             "lr": float(exp.schedule(max(step - 1, 0)))}
   for name, total in sorted(sums.items()):
-    if name not in (COUNT, FIRST_NONFINITE):
-      record[name] = float(total) / count
+    if name in (COUNT, FIRST_NONFINITE):
+      continue
+    # A count metric's epoch total, as nested lists of whole numbers (step.is_count_metric).
+    record[name] = (np.rint(np.asarray(total)).astype(np.int64).tolist() if is_count_metric(name)
+                    else float(total) / count)
   record["images_per_sec"] = steps_run * exp.ctx.batch_size / seconds if seconds > 0 and steps_run else None
   # Training seconds of the epoch's steps (compilation and evaluation excluded).
   record["train_seconds"] = seconds if steps_run else None
