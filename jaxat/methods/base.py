@@ -203,6 +203,14 @@ class Method(abc.ABC):
            key: jax.Array, info: StepInfo) -> tuple[jax.Array, tuple[Any, Metrics]]:
     """Returns (scalar loss, (batch_stats after the training forward passes, metrics))."""
 
+  # -- reporting --------------------------------------------------------------------------
+  def count_metric_labels(self) -> dict[str, tuple[str, ...]]:
+    """For each count metric this method emits ('counts/<name>', an (options, classes)
+    array, docs/architecture.md#count-metrics), the labels of its options in order, e.g.
+    {'counts/eps': ('3/255', ..., '15/255')}; `python -m jaxat.analyze strategy` uses
+    them. Empty for methods that emit none."""
+    return {}
+
   # -- plug-ins (docs/architecture.md#plug-ins) -------------------------------------------
   # True when `loss_and_logits` is implemented: the method trains on adversarial examples
   # prepared['x_adv'] and exposes the logits of that differentiated forward, so a plug-in
