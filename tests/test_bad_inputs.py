@@ -70,6 +70,7 @@ CASES = [
     _main("unknown-final-attack", ["--config.eval.final_attacks=clean,foo"], ["foo", "valid"]),
     _main("unknown-guard", ["--config.train.overfitting_guard=maybe"], ["'maybe'", "stop"]),
     _main("guard-drop-zero", ["--config.train.guard_drop=0"], ["train.guard_drop=0", "(0, 1]"]),
+    _main("guard-gap-zero", ["--config.train.guard_gap=0"], ["train.guard_gap=0", "(0, 1]"]),
     _main("unknown-progress", ["--config.log.progress=loud"], ["'loud'", "plain"]),
     _main("unknown-padding", ["--config.augment.padding_mode=mirror"], ["'mirror'", "reflect"]),
     _main("unknown-model", ["--config.model.name=vgg16"], ["vgg16", "small_cnn"]),

@@ -70,6 +70,7 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
       guard_examples=512,       # fixed training images probed by PGD after every epoch
       guard_pgd_steps=5,        # PGD steps of the probe (eval.eps, eval.step_size)
       guard_drop=0.2,           # collapse = probe accuracy fell by more than this since the last epoch
+      guard_gap=0.1,            # ... or the training attack's accuracy exceeds the probe's by more (1 = off)
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(keep=2))
   c.log = ml_collections.ConfigDict(dict(progress="auto"))  # auto | bar | plain | none

@@ -67,6 +67,8 @@ def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
     _positive_int(cfg[field], f"train.{field}")
   number_in(cfg.guard_drop, "train.guard_drop", 0.0, 1.0, low_open=True,
             note="an accuracy drop: 0.2 = 20 points")
+  number_in(cfg.guard_gap, "train.guard_gap", 0.0, 1.0, low_open=True,
+            note="an accuracy gap: 0.1 = 10 points; 1 turns the gap rule off")
 
 
 def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:

@@ -277,15 +277,25 @@ def _probe_overfitting(exp: Experiment, evaluators: _Evaluators, state: TrainSta
   probe = evaluate_split(evaluators.guard, state.params, state.batch_stats, evaluators.guard_split,
                          jax.random.fold_in(keys.stream(exp.config.seed, keys.GUARD), epoch))
   record["guard_train_pgd_acc"] = probe["pgd_acc"]
+  train_attack_acc = record.get("adv_acc")
+  if train_attack_acc is not None:
+    record["guard_attack_gap"] = train_attack_acc - probe["pgd_acc"]
   previous = meta.get("guard_previous_acc")
   meta["guard_previous_acc"] = probe["pgd_acc"]
-  if not overfitting_guard.collapsed(previous, probe["pgd_acc"], t.guard_drop):
+  rule = overfitting_guard.collapse_rule(previous, probe["pgd_acc"], train_attack_acc,
+                                         overfitting_guard.Thresholds(t.guard_drop, t.guard_gap))
+  if rule is None:
     return False
   record["overfitting_guard"] = overfitting_guard.COLLAPSE
+  record["overfitting_guard_rule"] = rule
   stop = t.overfitting_guard == "stop"
+  if rule == overfitting_guard.DROP:
+    why = f"fell from {previous:.3f} to {probe['pgd_acc']:.3f}"
+  else:
+    why = (f"is {probe['pgd_acc']:.3f} while the training attack's accuracy is "
+           f"{train_attack_acc:.3f} (gap above train.guard_gap={t.guard_gap})")
   logging.warning("catastrophic overfitting after epoch %d: PGD-%d accuracy on %d training "
-                  "images fell from %.3f to %.3f%s", epoch + 1, t.guard_pgd_steps,
-                  probe["num_examples"], previous, probe["pgd_acc"],
+                  "images %s%s", epoch + 1, t.guard_pgd_steps, probe["num_examples"], why,
                   "; stopping (train.overfitting_guard=stop)" if stop else "")
   return stop
 
