@@ -78,3 +78,43 @@ def test_eps_histogram_by_hand():
 def test_bad_rule(bad, message):
   with pytest.raises(ValueError, match=message):
     eb.validate_rule(bad)
+
+
+class _LinearCtx:
+  """A linear classifier logits = x·W whose 'batch_stats' counts train-mode forwards."""
+
+  def __init__(self, weights):
+    self.weights = weights
+
+  def model(self, params, batch_stats, x, bn_mode):
+    logits = x.reshape(x.shape[0], -1) @ self.weights
+    return logits, None, batch_stats + (1 if bn_mode == "train" else 0)
+
+
+def test_budget_role_on_a_linear_model():
+  from jaxat.methods.base import Batch
+  from jaxat.methods.budgets import ecas_budget
+  weights = np.zeros((2, 10), np.float32)
+  weights[0, 3] = 100.0                      # image 0 -> confident class 3; image 1 -> uniform
+  images = np.array([[[[1.0, 0.0]]], [[[0.0, 0.0]]], [[[0.0, 0.0]]]], np.float32)  # (3,1,1,2)
+  batch = Batch(images=images, labels=np.array([3, 1, 1], np.int32),
+                indices=np.arange(3, dtype=np.int32))
+  info = eb_info(epoch=12)
+  rule = RULE._replace(big=(11 / 255,))
+  budget, stats, counts = ecas_budget(_LinearCtx(weights), None, 0, batch, jax.random.PRNGKey(0),
+                                      info, rule, bn_mode="train")
+  # entropies 0, ln10, ln10 -> eps 11 (big), 3 (min), 3; cyclic eps of epoch 12 is E[2] = 5
+  np.testing.assert_allclose(np.asarray(budget.eps) * 255, [11, 3, 3], rtol=1e-6)
+  np.testing.assert_allclose(float(budget.step_size) * 255, 1.0, rtol=1e-6)
+  assert int(budget.num_steps) == 10 and int(stats) == 1
+  counts = np.asarray(counts)
+  assert counts.shape == (10, 10) and counts[8, 3] == 1 and counts[0, 1] == 2 and counts.sum() == 3
+  _, stats, _ = ecas_budget(_LinearCtx(weights), None, 0, batch, jax.random.PRNGKey(0), info, rule,
+                            bn_mode="eval")
+  assert int(stats) == 0                     # eval-mode entropy leaves the statistics alone
+
+
+def eb_info(epoch):
+  from jaxat.methods.base import StepInfo
+  return StepInfo(step=np.int32(0), epoch=np.int32(epoch), fraction=np.float32(0),
+                  learning_rate=np.float32(0.1))
