@@ -13,6 +13,12 @@
     test image per class and its inverse adversary (jaxat/analysis/universal_picture.py).
     Writes RUN/analysis/universal_perturbations.{json,png}; fails for runs without z.
 
+  python -m jaxat.analyze strategy --workdir=RUN
+    What an adaptive attack strategy (ECAS, LAS-AT) chose: the distribution of its count
+    metrics (counts/eps, counts/steps, ...) per epoch, overall and per class, and the mean
+    chosen value per class (jaxat/analysis/strategy.py, docs/ecas.md#strategy-analysis).
+    Writes RUN/analysis/strategy.{json,png}; fails for runs without count metrics.
+
 The work is done by jaxat/analysis/workdir_analyses.py (importable without these flags).
 """
 
@@ -23,7 +29,7 @@ from absl import flags
 from jaxat.cli_args import run_entry_point
 from jaxat.errors import UsageError, usage_errors
 
-COMMANDS = ("inverse_curve", "universal_perturbations")
+COMMANDS = ("inverse_curve", "universal_perturbations", "strategy")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A jaxat run directory (holds config.json and checkpoints/).")
 _EPS_MAX = flags.DEFINE_string("eps_max", "", "Largest |ε| (e.g. 8/255); empty = the run's eval.eps.")
@@ -47,7 +53,8 @@ def main(argv):
 
 
 def _analyse(command: str) -> None:
-  from jaxat.analysis.workdir_analyses import run_inverse_curve, run_universal_perturbations
+  from jaxat.analysis.workdir_analyses import (run_inverse_curve, run_strategy,
+                                                run_universal_perturbations)
 
   if command == "inverse_curve":
     from jaxat.cli_args import parse_fraction
@@ -58,6 +65,8 @@ def _analyse(command: str) -> None:
     acc = curve["accuracy"]
     for e, top, bottom in zip(curve["eps_255"], acc["most_confident"], acc["least_confident"]):
       print(f"eps {e:+8.3f}/255  most confident {100 * top:6.2f}%  least confident {100 * bottom:6.2f}%")
+  elif command == "strategy":
+    json_path, png_path, _ = run_strategy(_WORKDIR.value)
   else:
     json_path, png_path, _ = run_universal_perturbations(_WORKDIR.value, _CHECKPOINT.value)
   print(f"wrote {json_path} and {png_path}")

@@ -89,3 +89,27 @@ def run_universal_perturbations(workdir: str, checkpoint: str = "last"
                  title=f"class-wise universal inverse perturbations, {config.method.name} "
                        f"(ε' = {eps * 255:g}/255, step {trained.step})")
   return json_path, png_path, summary
+
+
+def run_strategy(workdir: str) -> tuple[str, str, dict[str, Any]]:
+  """The strategy analysis (jaxat/analysis/strategy.py) of the run in `workdir`: reads its
+  metrics.jsonl and the option labels of its method (Method.count_metric_labels, the method
+  rebuilt from config.json); writes RUN/analysis/strategy.{json,png}."""
+  from jaxat.analysis.strategy import plot_strategy, strategy_summary
+  from jaxat.methods.registry import create_method
+
+  config = load_run_config(workdir)
+  labels = create_method(config.method).count_metric_labels()
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no metrics.jsonl in {workdir!r}")
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  summary = strategy_summary(records, labels)
+  payload = {"workdir": os.path.abspath(workdir), "method": config.method.name,
+             "metrics": summary}
+  out = analysis_dir(workdir)
+  json_path, png_path = os.path.join(out, "strategy.json"), os.path.join(out, "strategy.png")
+  _write_json(json_path, payload)
+  plot_strategy(summary, png_path, title=f"{config.method.name}: chosen attack options")
+  return json_path, png_path, payload

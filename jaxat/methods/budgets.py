@@ -17,10 +17,12 @@ changing budget never recompiles.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from jaxat.attacks.budget import Budget
+from jaxat.methods import ecas_budget as rule_lib
 from jaxat.methods.base import StepContext, StepInfo
 
 
@@ -41,3 +43,21 @@ def training_budget(cfg: ml_collections.ConfigDict, ctx: StepContext,
     return Budget(cfg.eps, cfg.step_size, cfg.num_steps)
   scale = ramp_scale(info, ctx, cfg.ramp_epochs)
   return Budget(scale * cfg.eps, scale * cfg.step_size, cfg.num_steps)
+
+
+def ecas_budget(ctx: StepContext, params, batch_stats, batch, key, info: StepInfo,
+                rule, bn_mode: str = "train", num_steps: int = 10):
+  """The ECAS budget role (docs/ecas.md#the-eps-rule): per-example ε (B,) from the entropy
+  of a clean forward in `bn_mode`, the step size 2·ε_cyc/10 of the epoch's cyclic ε, and
+  `num_steps`. The entropy forward is under stop_gradient; in 'train' mode its BatchNorm
+  running statistics are kept, as the official code's train-mode clean pass updates them.
+  `key` draws the batch's ε_big. Returns (Budget, batch_stats, counts (|E|, K) int32 for
+  the `counts/eps` count metric)."""
+  logits, _, new_stats = ctx.model(params, batch_stats, batch.images, bn_mode)
+  logits = jax.lax.stop_gradient(logits)
+  if bn_mode == "train":
+    batch_stats = new_stats
+  eps = rule_lib.ecas_eps(logits, batch.labels, info.epoch, key, rule)
+  step_size = rule_lib.cyclic_step_size(info.epoch, rule.eps_list)
+  counts = rule_lib.eps_histogram(eps, batch.labels, rule.eps_list, logits.shape[-1])
+  return Budget(eps, step_size, num_steps), batch_stats, counts
