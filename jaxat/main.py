@@ -14,6 +14,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
+from jaxat.errors import UsageError
 from jaxat.cli_args import (QuietCheckpointInfo, config_argument, rewrite_fraction_overrides,
                              run_entry_point)
 
@@ -22,6 +23,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resu
 _ALLOW_EVAL_CHANGE = flags.DEFINE_bool(
     "allow_eval_change", False,
     "Resume an unfinished run with changed eval.* settings (recorded in config_changes.jsonl).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id in [0, num_processes).")
+_DISTRIBUTED_AUTO = flags.DEFINE_bool("distributed_auto", False,
+                                      "Multi-host on a TPU VM pod: jax.distributed detects everything.")
 flags.mark_flags_as_required(["config"])
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job.
@@ -37,6 +43,16 @@ def default_workdir(config_arg: str) -> str:
 def main(argv):
   del argv  # run_entry_point refuses positional arguments
   # Imported here so that --help and flag errors do not pay for JAX start-up.
+  from jaxat.train import distributed
+  setup = distributed.resolve_setup(
+      distributed.DistributedFlags(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   _DISTRIBUTED_AUTO.value), os.environ)
+  if setup.source != "single":
+    # See docs/scaling.md#status: the set-up is resolved, the engine is not multi-host yet.
+    raise UsageError(f"multi-host training ({setup.source}: {setup.num_processes or 'auto'} processes) "
+                     "is not supported by the engine yet; train on one host (one process drives all its local "
+                     "devices) "
+                     "(docs/scaling.md#status)")
   from jaxat.train.train import Preempted, train_and_evaluate
 
   workdir = _WORKDIR.value or default_workdir(config_argument(sys.argv) or "config")
