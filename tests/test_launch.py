@@ -1,45 +1,13 @@
-"""launch/: the Colab notebook runs top to bottom on CPU with SMOKE = True, and the TPU-pod and
-SLURM scripts print the plan they would carry out with --dry-run."""
+"""launch/: the Colab notebook is valid nbformat and runs top to bottom on CPU with SMOKE = True."""
 
 import json
 import os
-import subprocess
 
 import pytest
 
 from tiny_runs import REPO_ROOT
 
 LAUNCH = os.path.join(REPO_ROOT, "launch")
-
-
-def _dry_run(script, *args):
-  done = subprocess.run(["bash", os.path.join(LAUNCH, script), "--dry-run", *args], capture_output=True,
-                        text=True, timeout=30)
-  assert done.returncode == 0, done.stderr
-  return done.stdout
-
-
-def test_tpu_pod_dry_run_plan():
-  lines = _dry_run("tpu_pod.sh", "--name=p1", "--type=v4-16", "--workdir=runs/x").splitlines()
-  assert len(lines) == 4 and all(line.startswith("+ gcloud compute tpus tpu-vm ") for line in lines)
-  assert "create p1" in lines[0] and "--accelerator-type=v4-16" in lines[0]
-  assert "--worker=all" in lines[1] and "pip install" in lines[1]
-  assert "--worker=all" in lines[2] and "python -m jaxat.main" in lines[2] and "--workdir=runs/x" in lines[2]
-  assert "scp" in lines[3] and "--worker=0" in lines[3] and lines[3].endswith("./x")
-
-
-def test_slurm_dry_run_plan():
-  out = _dry_run("slurm.sh", "--nodes=3", "--gpus_per_node=2", "--config=configs/pgd_at.py:cifar10")
-  assert "6 processes" in out
-  assert "#SBATCH --nodes=3" in out and "#SBATCH --ntasks-per-node=2" in out
-  assert "srun python -m jaxat.main --config=configs/pgd_at.py:cifar10" in out
-
-
-def test_scripts_refuse_unknown_arguments():
-  for script in ("tpu_pod.sh", "slurm.sh"):
-    done = subprocess.run(["bash", os.path.join(LAUNCH, script), "--dry-run", "--bogus=1"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "unknown argument --bogus=1" in done.stderr
 
 
 def test_notebook_is_valid_nbformat_v4():
