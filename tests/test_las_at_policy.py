@@ -1,0 +1,62 @@
+"""LAS-AT policy pieces against hand-computed answers."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxat.methods import las_at_policy as lp
+
+
+def test_reinforce_loss_two_action_policy_value_and_gradient():
+  # One head, two actions, logits (0, log 3) ⇒ π = (1/4, 3/4) for both examples.
+  logits = jnp.array([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+  actions = jnp.array([0, 1])
+  reward = jnp.array(2.0)
+  loss = lp.reinforce_loss([logits], [actions], reward)
+  expected = 2.0 * (math.log(4.0) + math.log(4.0 / 3.0)) / 2
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+  # d(−log π_a)/d logits = π − onehot(a); times R, mean over the 2 examples.
+  grad = jax.grad(lambda z: lp.reinforce_loss([z], [actions], reward))(logits)
+  expected_grad = np.array([[0.25 - 1, 0.75], [0.25, 0.75 - 1]]) * 2.0 / 2
+  np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_reinforce_loss_sums_heads_and_stops_reward_gradient():
+  a = jnp.array([[0.0, 0.0]])
+  b = jnp.array([[0.0, 0.0, 0.0]])
+  loss = lp.reinforce_loss([a, b], [jnp.array([1]), jnp.array([2])], jnp.array(1.0))
+  np.testing.assert_allclose(float(loss), math.log(2.0) + math.log(3.0), rtol=1e-6)
+  g = jax.grad(lambda r: lp.reinforce_loss([a], [jnp.array([0])], r))(jnp.array(1.0))
+  assert float(g) == 0.0
+
+
+def test_total_reward_clips_each_piece():
+  w = lp.RewardWeights(c2=4.0, c3=2.0)
+  np.testing.assert_allclose(float(lp.total_reward(jnp.array(1.5), jnp.array(0.5),
+                                                   jnp.array(0.25), w)), 1.5 + 2.0 + 0.5)
+  np.testing.assert_allclose(float(lp.total_reward(jnp.array(12.0), jnp.array(0.0),
+                                                   jnp.array(0.0), w)), 10.0)
+  np.testing.assert_allclose(float(lp.total_reward(jnp.array(-1.0), jnp.array(1.0),
+                                                   jnp.array(1.0), lp.RewardWeights(c2=30.0, c3=2.0))),
+                             0.0 + 10.0 + 2.0)
+
+
+def test_strategy_counts_histogram():
+  actions = jnp.array([0, 2, 2, 1, 2])
+  labels = jnp.array([1, 0, 0, 1, 1])
+  counts = lp.strategy_counts(actions, labels, num_options=3, num_classes=2)
+  np.testing.assert_array_equal(np.asarray(counts), [[0, 1], [0, 1], [2, 1]])
+
+
+def test_policy_update_interval_counts_steps_from_one():
+  steps = jnp.arange(1, 41)
+  updates = np.asarray(lp.is_policy_update_step(steps, 20))
+  assert list(np.nonzero(updates)[0] + 1) == [20, 40]
+
+
+def test_option_sets_pixel_units():
+  eps, steps, alpha = lp.OPTION_SETS[('las_pgd_at', 'cifar10')]
+  assert eps.values[0] == 3 / 255 and eps.values[-1] == 15 / 255 and len(eps.values) == 13
+  assert steps.values == tuple(float(v) for v in range(3, 15))
+  assert len(alpha.values) == 5
