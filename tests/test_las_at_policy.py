@@ -60,3 +60,42 @@ def test_option_sets_pixel_units():
   assert eps.values[0] == 3 / 255 and eps.values[-1] == 15 / 255 and len(eps.values) == 13
   assert steps.values == tuple(float(v) for v in range(3, 15))
   assert len(alpha.values) == 5
+
+
+def test_masked_per_example_pgd_matches_a_per_example_loop_on_a_linear_model():
+  from jaxat.attacks import pgd
+  from jaxat.attacks.budget import Budget
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(0.2, 0.8, (3, 2, 2, 1)), jnp.float32)
+  labels = jnp.array([0, 1, 0])
+  w = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
+
+  def logits_fn(z):
+    return z.reshape(z.shape[0], -1) @ w
+
+  def ce(logits, y):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=-1)[:, 0]
+
+  eps = np.array([3, 5, 10]) / 255
+  alpha = np.array([1, 2, 4]) / 255
+  num_steps = np.array([1, 3, 2])
+  start = lp.uniform_start(jax.random.PRNGKey(1), x)
+  assert float(jnp.max(jnp.abs(start - x))) <= 8 / 255 + 1e-7
+  result = pgd.pgd(pgd.from_logits_fn(logits_fn, ce, labels), x, labels, jax.random.PRNGKey(2),
+                   Budget(jnp.asarray(eps, jnp.float32), jnp.asarray(alpha, jnp.float32),
+                          jnp.asarray(num_steps)),
+                   max_steps=3, evaluate_final=False, start=start)
+  # Independent per-example loop: the CE gradient of a linear model is w (softmax − onehot).
+  w_np = np.asarray(w, np.float64)
+  for i in range(3):
+    xi = np.asarray(x[i], np.float64).reshape(-1)
+    zi = np.asarray(start[i], np.float64).reshape(-1)
+    for _ in range(num_steps[i]):
+      logits = zi @ w_np
+      p = np.exp(logits - logits.max())
+      p /= p.sum()
+      p[int(labels[i])] -= 1
+      grad = w_np @ p
+      zi = np.clip(np.clip(zi + alpha[i] * np.sign(grad), xi - eps[i], xi + eps[i]), 0, 1)
+    np.testing.assert_allclose(np.asarray(result.x_adv[i]).reshape(-1), zi, atol=1e-6)
+    assert np.max(np.abs(np.asarray(result.x_adv[i]).reshape(-1) - xi)) <= eps[i] + 1e-6

@@ -97,3 +97,14 @@ def is_policy_update_step(global_step: jax.Array, interval: int) -> jax.Array:
   """Whether the strategy network trains at this step: global_step % interval == 0 with the
   global step counted from 1 (docs/las_at.md#interval)."""
   return (global_step % interval) == 0
+
+
+def uniform_start(key: jax.Array, x: jax.Array, radius: float = 8 / 255) -> jax.Array:
+  """Start point of the LAS-AT attack: clip(x + U(−radius, radius), 0, 1) for every example
+  whatever its own ε_i (docs/las_at.md#masked-attack). Pass it to the PGD driver as `start=`:
+  the first gradient is taken at this point and the first projection shrinks it to ε_i.
+
+  x: (B,H,W,C) in [0,1]; radius in pixel units.
+  """
+  noise = jax.random.uniform(key, x.shape, x.dtype, -radius, radius)
+  return jnp.clip(x + noise, 0.0, 1.0)
