@@ -99,3 +99,20 @@ def test_masked_per_example_pgd_matches_a_per_example_loop_on_a_linear_model():
       zi = np.clip(np.clip(zi + alpha[i] * np.sign(grad), xi - eps[i], xi + eps[i]), 0, 1)
     np.testing.assert_allclose(np.asarray(result.x_adv[i]).reshape(-1), zi, atol=1e-6)
     assert np.max(np.abs(np.asarray(result.x_adv[i]).reshape(-1) - xi)) <= eps[i] + 1e-6
+
+
+def test_trades_loss_per_example_beta():
+  from jaxat.methods.trades import trades_loss
+  clean = jnp.array([[0.0, 0.0], [math.log(3.0), 0.0]])
+  adv = jnp.array([[math.log(3.0), 0.0], [0.0, 0.0]])
+  labels = jnp.array([0, 0])
+  # KL((1/2,1/2) || (3/4,1/4)) and KL((3/4,1/4) || (1/2,1/2)), by hand.
+  kl0 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+  kl1 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+  natural = (math.log(2.0) + math.log(4.0 / 3.0)) / 2
+  loss, nat, robust = trades_loss(clean, adv, clean, labels, jnp.array([2.0, 6.0]))
+  np.testing.assert_allclose(float(nat), natural, rtol=1e-5)
+  np.testing.assert_allclose(float(robust), (kl0 + kl1) / 2, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), natural + (2.0 * kl0 + 6.0 * kl1) / 2, rtol=1e-5)
+  scalar_loss, _, _ = trades_loss(clean, adv, clean, labels, 6.0)
+  np.testing.assert_allclose(float(scalar_loss), natural + 6.0 * (kl0 + kl1) / 2, rtol=1e-5)
