@@ -116,3 +116,11 @@ def test_trades_loss_per_example_beta():
   np.testing.assert_allclose(float(loss), natural + (2.0 * kl0 + 6.0 * kl1) / 2, rtol=1e-5)
   scalar_loss, _, _ = trades_loss(clean, adv, clean, labels, 6.0)
   np.testing.assert_allclose(float(scalar_loss), natural + 6.0 * (kl0 + kl1) / 2, rtol=1e-5)
+
+
+def test_lookahead_params_is_one_plain_sgd_step_with_weight_decay():
+  params = {'w': jnp.array([1.0, -2.0]), 'b': jnp.array(0.5)}
+  grads = {'w': jnp.array([0.1, 0.2]), 'b': jnp.array(-1.0)}
+  new = lp.lookahead_params(params, grads, jnp.array(0.1), weight_decay=0.01)
+  np.testing.assert_allclose(np.asarray(new['w']), [1.0 - 0.1 * (0.1 + 0.01), -2.0 - 0.1 * (0.2 - 0.02)], rtol=1e-6)
+  np.testing.assert_allclose(float(new['b']), 0.5 - 0.1 * (-1.0 + 0.005), rtol=1e-6)

@@ -108,3 +108,10 @@ def uniform_start(key: jax.Array, x: jax.Array, radius: float = 8 / 255) -> jax.
   """
   noise = jax.random.uniform(key, x.shape, x.dtype, -radius, radius)
   return jnp.clip(x + noise, 0.0, 1.0)
+
+
+def lookahead_params(params, grads, learning_rate: jax.Array, weight_decay: float = 5e-4):
+  """The look-ahead copy θ′ of the reward (docs/las_at.md#reward): one step of a fresh
+  PyTorch SGD optimiser (momentum 0.9 with an empty buffer, so a plain step),
+  θ′ = θ − lr·(g + weight_decay·θ), leaf by leaf. params, grads: same pytree."""
+  return jax.tree_util.tree_map(lambda p, g: p - learning_rate * (g + weight_decay * p), params, grads)
