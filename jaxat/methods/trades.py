@@ -31,8 +31,10 @@ CE) is the official setting.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
+from jaxat.attacks import losses as per_example
 from jaxat.methods import losses, maximizer
 from jaxat.methods.base import Method
 
@@ -40,15 +42,20 @@ KL_TARGET_FORWARDS = ("separate", "shared")
 
 
 def trades_loss(clean_logits: jax.Array, adv_logits: jax.Array, target_logits: jax.Array,
-                labels: jax.Array, beta: float, true_class_mass: float = 1.0
+                labels: jax.Array, beta, true_class_mass: float = 1.0
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(L, natural, robust) of TRADES Eq. 5 from (B,K) logits and (B,) labels.
 
   natural = CE_f(clean_logits, y) (batch mean), robust = (1/B) sum_i KL(softmax(target_i) ||
   softmax(adv_i)) with gradients into both arguments, L = natural + beta · robust.
   `target_logits` is `clean_logits` itself or a second clean forward (see module docstring).
+  `beta` is a scalar, or a (B,) array of per-example weights (LAS-TRADES,
+  docs/las_at.md#reward): L = natural + (1/B) sum_i beta_i KL_i, `robust` still unweighted.
   """
   natural = losses.cross_entropy(clean_logits, labels, true_class_mass)
+  if jnp.ndim(beta) == 1:
+    kl = per_example.kl_divergence(target_logits, adv_logits)
+    return natural + jnp.mean(beta * kl), natural, jnp.mean(kl)
   robust = losses.kl_batchmean(target_logits, adv_logits)
   return natural + beta * robust, natural, robust
 
@@ -93,7 +100,7 @@ class TRADES(Method):
     else:
       target_logits = clean_logits
     loss, natural, robust = trades_loss(clean_logits, adv_logits, target_logits, batch.labels,
-                                        cfg.beta, cfg.label_smoothing)
+                                        prepared.get("beta", cfg.beta), cfg.label_smoothing)
     metrics = {"natural_loss": natural, "robust_loss": robust,
                "clean_acc": losses.accuracy(clean_logits, batch.labels),
                "adv_acc": losses.accuracy(adv_logits, batch.labels)}
