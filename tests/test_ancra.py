@@ -157,3 +157,29 @@ def test_adaptive_evaluation_never_weaker_than_authors():
     assert report.accuracy[name]["fgsm"] <= 1.0
   assert np.all(report.correct["adaptive"]["fgsm"] <= report.correct["authors"]["fgsm"])
   assert report.accuracy["adaptive"]["fgsm"] <= report.accuracy["authors"]["fgsm"]
+
+
+@pytest.mark.parametrize("arg", ["cifar10", "cifar100", "svhn", "cifar10_subset", "digits",
+                                 "smoke", "cifar10,pgd_at", "cifar10,mart"])
+def test_presets_load_and_validate(arg):
+  from tiny_runs import load_config
+  c = load_config("ancra", arg)
+  ANCRA.validate(c.method, 10)
+  if arg == "cifar10":
+    assert (c.model.name, c.schedule.lr_max, c.num_epochs, c.optimizer.weight_decay) == ("resnet18", 0.01, 120, 2e-4)
+    assert (c.method.objective, c.method.beta, c.method.cr_beta, c.method.zeta, c.method.alpha) == ("trades", 6.0, 2.0, 3.0, 1.0)
+  if arg.endswith("mart"):
+    assert (c.method.objective, c.method.beta) == ("mart", 5.0)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("objective", "trade", ["method.objective", "'trade'", "trades, pgd_at, mart"]),
+    ("negatives", "hard", ["method.negatives", "random_adv, random"]),
+    ("alpha", 1.5, ["method.alpha", "1.5"]),
+])
+def test_bad_values_name_the_field(field, value, words):
+  cfg = ANCRA.default_config()
+  cfg[field] = value
+  with pytest.raises(ValueError) as error:
+    ANCRA.validate(cfg)
+  assert all(w in str(error.value) for w in words)
