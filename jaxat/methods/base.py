@@ -172,6 +172,15 @@ class Method(abc.ABC):
     """Raises ValueError naming any invalid value and the valid choices. Called before
     anything is compiled. `num_classes` is known once the dataset is loaded."""
 
+  # -- model hook (docs/architecture.md#model-hook) ----------------------------------------
+  @classmethod
+  def wrap_model(cls, model: ModelFn, cfg: ml_collections.ConfigDict) -> ModelFn:
+    """The model the method trains and is evaluated with, built from the plain classifier
+    (e.g. ANCRA's reverse-attention wrapper). The engine builds every run's model through
+    this hook; the default is the plain classifier."""
+    del cfg
+    return model
+
   # -- run set-up -------------------------------------------------------------------------
   def prerequisites(self, config: ml_collections.ConfigDict, workdir: str
                     ) -> tuple[PrerequisiteRun, ...]:

@@ -8,6 +8,7 @@ config file; nothing in the engine changes.
 
 from __future__ import annotations
 
+from jaxat.methods.ancra import ANCRA
 from jaxat.methods.base import Method
 from jaxat.methods.hat import HAT
 from jaxat.methods.mart import MART
@@ -18,7 +19,8 @@ from jaxat.methods.trades import TRADES
 from jaxat.methods.uiat import IAT, UIAT, UIATOneOff
 
 BASE_METHODS: dict[str, type[Method]] = {
-    **{cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT)},
+    **{cls.name: cls for cls in (Standard, PGDAT, UIAT, UIATOneOff, IAT, TRADES, MART, HAT,
+                                  ANCRA)},
     **SINGLE_STEP_METHODS}
 
 

@@ -90,7 +90,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = len(train) // config.batch_size
 
   module = create_model(config.model, splits.num_classes, tuple(splits.mean), tuple(splits.std))
-  model = ModelFn(module)
+  # The method may wrap the classifier (Method.wrap_model, docs/architecture.md#model-hook).
+  model = get_method_class(config.method.name).wrap_model(ModelFn(module), config.method)
   ctx = StepContext(model=model, num_classes=splits.num_classes, num_train=len(train),
                     image_shape=tuple(int(s) for s in train.images.shape[1:]),
                     steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs,
