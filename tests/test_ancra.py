@@ -183,3 +183,27 @@ def test_bad_values_name_the_field(field, value, words):
   with pytest.raises(ValueError) as error:
     ANCRA.validate(cfg)
   assert all(w in str(error.value) for w in words)
+
+
+def test_heads_pgd_ascends_for_x_adv_descends_for_x_neg_and_stays_in_the_ball():
+  """The two attacks of `prepare`: the heads objective CE(final) + cr_beta·CE(aux), computed
+  here independently of the attack, rises at x_adv (+1) and falls at x_neg (-1)."""
+  from types import SimpleNamespace
+  from jaxat.methods.ancra import heads_pgd
+  module, params = _tiny_model()
+  model = ReverseAttentionModelFn(module)
+  x = jax.random.uniform(jax.random.key(3), (6, 8, 8, 1))
+  y = jnp.array([0, 1, 2, 0, 1, 2])
+  attack = SimpleNamespace(eps=0.1, step_size=0.02, num_steps=5)
+
+  def objective(points):
+    out = model.gated(params, {}, points, "eval")
+    return float(np.mean(_np_ce(np.asarray(out.final_logits), np.asarray(y))
+                         + 2.0 * _np_ce(np.asarray(out.aux_logits), np.asarray(y))))
+
+  up = heads_pgd(model, params, {}, x, y, jax.random.key(4), attack, 2.0, +1.0)
+  down = heads_pgd(model, params, {}, x, y, jax.random.key(4), attack, 2.0, -1.0)
+  assert objective(up) > objective(x) > objective(down)
+  for points in (up, down):
+    assert float(jnp.max(jnp.abs(points - x))) <= 0.1 + 1e-6
+    assert float(jnp.min(points)) >= 0.0 and float(jnp.max(points)) <= 1.0

@@ -34,6 +34,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxat.attacks import losses as attack_losses
+from jaxat.attacks import pgd as pgd_lib
+from jaxat.attacks.budget import Budget
 from jaxat.methods import losses
 from jaxat.methods.base import Batch, Method
 from jaxat.methods.mart import mart_loss
@@ -70,31 +73,23 @@ def pick_negatives(key: jax.Array, labels: jax.Array, num_classes: int) -> jax.A
   return jnp.where(jnp.any(other, axis=-1), picked, jnp.arange(labels.shape[0]))
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadsObjective:
-  """CE(final, y) + cr_beta·CE(aux, y) of the predicted-label model: the attack objective."""
-  cr_beta: float
-
-  def __call__(self, model, params, batch_stats, x, labels):
-    out = model.gated(params, batch_stats, x, "eval")
-    return (losses.cross_entropy(out.final_logits, labels)
-            + self.cr_beta * losses.cross_entropy(out.aux_logits, labels))
-
-
 def heads_pgd(model, params, batch_stats, x, labels, key, attack, cr_beta: float,
-              sign: float) -> jax.Array:
-  """L-inf PGD on HeadsObjective: sign = +1 ascends (untargeted x_adv), -1 descends toward
-  `labels` (targeted x_neg). Start x + 0.001·N(0,1), clip [0,1] after every step."""
-  objective = HeadsObjective(cr_beta)
-  grad = jax.grad(lambda x_: objective(model, params, batch_stats, x_, labels))
-  x_start = x + 0.001 * jax.random.normal(key, x.shape, x.dtype)
+              direction: float) -> jax.Array:
+  """L-inf PGD (the shared driver, jaxat/attacks/pgd.py) on the per-example objective
+  CE(final, y) + cr_beta·CE(aux, y) of the predicted-label model in eval BatchNorm mode:
+  direction = +1 ascends (untargeted x_adv), -1 descends toward `labels` (targeted x_neg).
+  Start x + 0.001·N(0,1); every iterate projected to the ε-ball and [0,1]."""
 
-  def step(_, x_adv):
-    x_adv = x_adv + sign * attack.step_size * jnp.sign(grad(x_adv))
-    x_adv = jnp.clip(x_adv, x - attack.eps, x + attack.eps)
-    return jnp.clip(x_adv, 0.0, 1.0)
+  def objective(x_adv, aux):
+    out = model.gated(params, batch_stats, x_adv, "eval")
+    value = (attack_losses.cross_entropy(out.final_logits, labels)
+             + cr_beta * attack_losses.cross_entropy(out.aux_logits, labels))
+    return value, (out.final_logits, aux)
 
-  return jax.lax.stop_gradient(jax.lax.fori_loop(0, attack.num_steps, step, x_start))
+  budget = Budget(attack.eps, attack.step_size, attack.num_steps)
+  result = pgd_lib.pgd(objective, x, labels, key, budget, max_steps=attack.num_steps,
+                       init="normal", direction=direction, evaluate_final=False)
+  return jax.lax.stop_gradient(result.x_adv)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,23 +80,3 @@ def resolve_setup(flags: DistributedFlags, environ: Mapping[str, str]) -> Distri
     return DistributedSetup(f"{_slurm_first_host(nodelist)}:{port}", ntasks,
                             int(environ["SLURM_PROCID"]), "slurm")
   return DistributedSetup(None, None, None, "single")
-
-
-def initialize(setup: DistributedSetup) -> None:
-  """jax.distributed.initialize for a multi-process setup; nothing for one process.
-  CPU processes talk through gloo collectives (what tests and CPU clusters use)."""
-  if setup.source == "single":
-    return
-  import jax
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if setup.source == "auto":
-    jax.distributed.initialize()
-  else:
-    jax.distributed.initialize(coordinator_address=setup.coordinator_address,
-                               num_processes=setup.num_processes, process_id=setup.process_id)
-
-
-def is_main_process() -> bool:
-  """True in process 0 (the one that writes metrics, results and progress)."""
-  import jax
-  return jax.process_index() == 0
