@@ -207,3 +207,24 @@ def test_heads_pgd_ascends_for_x_adv_descends_for_x_neg_and_stays_in_the_ball():
   for points in (up, down):
     assert float(jnp.max(jnp.abs(points - x))) <= 0.1 + 1e-6
     assert float(jnp.min(points)) >= 0.0 and float(jnp.max(points)) <= 1.0
+
+
+def test_awp_over_ancra_trains_the_reverse_attention_model():
+  """AWP takes its model from its base (Method.wrap_model): over ANCRA it must build the
+  reverse-attention wrapper, or ANCRA's gated passes cannot run. One epoch of compiled steps
+  runs and the weights move."""
+  from tiny_runs import load_config, train_all_epochs
+  from jaxat.methods.awp import AWP
+  from jaxat.train.experiment import build_experiment, init_state
+  config = load_config("awp", "synthetic,ancra,smoke")
+  assert config.method.name == AWP.name and config.method.base == ANCRA.name
+  with config.unlocked():
+    config.update_from_flattened_dict({"log.progress": "none", "num_epochs": 1, "batch_size": 16,
+                                       "dataset.max_train": 32, "dataset.num_train": 32,
+                                       "dataset.max_test": 16, "dataset.num_test": 16})
+  exp, state, _ = train_all_epochs(config)
+  assert isinstance(exp.ctx.model, ReverseAttentionModelFn)
+  start = init_state(build_experiment(config))
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                       start.params, state.params)
+  assert max(jax.tree.leaves(moved)) > 0

@@ -189,6 +189,15 @@ class AWP(Method):
           f"(configs/awp.py:<dataset>,{cfg.base}), not by overriding method.base")
     BASES[cfg.base].validate(base_method_config(cfg), num_classes)
 
+  @classmethod
+  def wrap_model(cls, model, cfg):
+    # The base decides the model (ANCRA's reverse-attention wrapper): AWP perturbs the
+    # weights of whatever model the base trains.
+    return BASES[cfg.base].wrap_model(model, base_method_config(cfg))
+
+  def count_metric_labels(self):
+    return self.base.count_metric_labels()
+
   def prerequisites(self, config, workdir):
     return self.base.prerequisites(config, workdir)
 
