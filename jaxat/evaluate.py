@@ -2,7 +2,7 @@
 [--attacks=clean,pgd20,cw20,aa] [--eps=8/255] [--norm=linf|l2] [--n_examples=N]
 [--weights=ema|raw] [--checkpoint=last|best] [--seed=S] [--batch_size=B] [--num_buckets=4]
 [--bn_mode=eval|batch_stats] [--pgd_step_size=2/255] [--attack_settings=square.n_queries=1000]
-[--tag=NAME] [--progress=auto] [--stop_after_seconds=S]`.
+[--tag=NAME] [--progress=auto] [--stop_after_seconds=S] [--protocol=auto|standard|adaptive]`.
 
 A PyTorch model instead of a jaxat run: `--torch_checkpoint=FILE --arch=ARCH
 [--dataset=cifar10] [--data_dir=DIR] [--normalization=none|dataset] [--activation=relu|silu]`
@@ -24,10 +24,19 @@ cw<k>[-<restarts>][_es], apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa (AutoAttac
 standard = apgd-ce+apgd-t+fab-t+square) and custom ensembles a+b+... Each comma item is
 evaluated on its own; the model runs in inference mode (running BatchNorm statistics)
 unless --bn_mode=batch_stats.
+
+Reverse-attention (ANCRA) runs are evaluated adaptively by default (`--protocol=auto`):
+every item runs on the authors' two-pass model (resumable as above), then on the
+straight-through gate and on the model gated by each class in turn
+(jaxat/eval/ancra_adaptive.py, docs/ancra.md#evaluation); `accuracy` holds the
+per-example worst case of the three, the robust accuracy jaxat reports for ANCRA, and
+`authors_accuracy` the authors' protocol. `--protocol=standard` gives the authors'
+protocol alone; `adaptive` on a model without the gate is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -64,6 +73,10 @@ _ATTACK_SETTINGS = flags.DEFINE_string(
     "are AutoAttack's).")
 _TAG = flags.DEFINE_string("tag", None, "Output name under <run>/eval/; default from the settings.")
 _PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "bar", "plain", "none"], "Progress display.")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "auto", ["auto", "standard", "adaptive"],
+    "auto: adaptive for reverse-attention (ANCRA) models, standard otherwise; adaptive adds "
+    "the straight-through and label-enumerating attacks and reports the worst case.")
 _CHECKPOINT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0,
                                          "Least seconds between partial-state writes within an item.")
 _RESTART = flags.DEFINE_bool("restart", False, "Ignore an existing partial evaluation of this tag.")
@@ -142,7 +155,7 @@ def main(argv):
   import numpy as np
   from jaxat.attacks import registry
   from jaxat.cli_args import parse_fraction
-  from jaxat.eval import robustness
+  from jaxat.eval import ancra_adaptive, robustness
   from jaxat.eval.progress import EvaluationProgress
   from jaxat.train import reporting
   from jaxat.train.restore import load_run_config, load_trained_model
@@ -182,17 +195,25 @@ def main(argv):
 
     trained = (imported.trained if imported else
                load_trained_model(_WORKDIR.value, checkpoint=checkpoint, weights=weights))
+    reverse_attention = ancra_adaptive.is_reverse_attention(trained.model)
+    if _PROTOCOL.value == "adaptive" and not reverse_attention:
+      raise UsageError(f"--protocol=adaptive applies to reverse-attention (ANCRA) models only; "
+                       f"this run's method is {run_config.method.name!r}; valid choices here: "
+                       "auto, standard")
+    adaptive = reverse_attention and _PROTOCOL.value != "standard"
   test = trained.experiment.test   # the run's test split, dataset.max_test applied
   count = len(test) if _N_EXAMPLES.value == 0 else min(_N_EXAMPLES.value, len(test))
   if _N_EXAMPLES.value > len(test):
     logging.warning("--n_examples=%d but the test split has %d examples; using all",
                     _N_EXAMPLES.value, len(test))
   x, y = robustness.as_images(test.images[:count]), test.labels[:count]
-  classifier = robustness.jaxat_classifier(trained.model, trained.params, trained.batch_stats,
+  # The adaptive protocol's first evaluation is the authors' two-pass model (argmax gate).
+  model = (dataclasses.replace(trained.model, gate="argmax") if adaptive else trained.model)
+  classifier = robustness.jaxat_classifier(model, trained.params, trained.batch_stats,
                                            _BN_MODE.value)
 
   tag = _TAG.value or default_tag(items, _NORM.value, eps_fraction, checkpoint, weights,
-                                  count, _SEED.value, attack_options)
+                                  count, _SEED.value, attack_options) + ("_adaptive" if adaptive else "")
   eval_dir = os.path.join(_WORKDIR.value, "eval")
   os.makedirs(eval_dir, exist_ok=True)
   if imported:  # The workdir of an imported model says what was evaluated, at which eps.
@@ -206,7 +227,7 @@ def main(argv):
               "seed": _SEED.value, "weights": weights, "checkpoint": checkpoint,
               "step": trained.step, "bn_mode": _BN_MODE.value, "batch_size": batch_size,
               "num_buckets": _NUM_BUCKETS.value,
-              "attack_options": attack_options}
+              "attack_options": attack_options, "protocol": "adaptive" if adaptive else "standard"}
 
   state = robustness.EvaluationState()
   if os.path.exists(partial_path) and not _RESTART.value:
@@ -264,6 +285,14 @@ def main(argv):
   progress.close()
 
   payload = report.to_json()
+  arrays = report.arrays()
+  if adaptive:
+    payload.update(_adaptive_results(trained, x, y, report, ancra_adaptive.AncraEvalSettings(
+        attacks=",".join(items), eps=eps, norm=_NORM.value, batch_size=batch_size,
+        num_buckets=_NUM_BUCKETS.value, seed=_SEED.value, attack_options=attack_options,
+        bn_mode=_BN_MODE.value), arrays))
+  else:
+    payload["protocol"] = "standard"
   payload.update({
       "tag": tag, "workdir": os.path.abspath(_WORKDIR.value), "checkpoint": checkpoint,
       "weights": weights, "step": trained.step, "bn_mode": _BN_MODE.value,
@@ -274,17 +303,38 @@ def main(argv):
   if imported:
     payload.update({"torch_checkpoint": os.path.abspath(_TORCH_CHECKPOINT.value),
                     "arch": _ARCH.value, "module_overrides": imported.module_overrides})
-  arrays = report.arrays()
   arrays.update({"indices": np.arange(count), "labels": y})
   _atomic_savez(npz_path, arrays)
   reporting.write_json(json_path, payload)
   if os.path.exists(partial_path):
     os.remove(partial_path)
-  summary = ", ".join(f"{k}={v:.4f}" for k, v in report.accuracy.items())
-  print(f"{tag}: {summary}; worst case {report.worst_case:.4f} ({count} examples, eps "
+  summary = ", ".join(f"{k}={v:.4f}" for k, v in payload["accuracy"].items())
+  if adaptive:
+    summary += " (adaptive; authors' protocol: " + ", ".join(
+        f"{k}={v:.4f}" for k, v in report.accuracy.items() if k != "clean") + ")"
+  print(f"{tag}: {summary}; worst case {payload['worst_case_accuracy']:.4f} ({count} examples, eps "
         f"{eps_fraction} {_NORM.value}, {weights} weights); written to {json_path}")
-  for warning in report.warnings:
+  for warning in payload["warnings"]:
     print(f"WARNING: {warning}")
+
+
+def _adaptive_results(trained, x, y, authors, settings, arrays) -> dict:
+  """The payload fields of the adaptive protocol (module docstring) after the authors'
+  report `authors`; adds the adaptive per-example correctness to `arrays`."""
+  import numpy as np
+  from jaxat.eval import ancra_adaptive
+  ancra = ancra_adaptive.adaptive_from_authors(trained.model, trained.params, trained.batch_stats,
+                                               x, y, authors, settings)
+  adaptive = ancra.correct["adaptive"]
+  for item, correct in adaptive.items():
+    arrays[f"adaptive/{item}"] = correct
+  worst = np.logical_and.reduce([authors.correct["clean"], *adaptive.values()])
+  return {"protocol": "adaptive",
+          "accuracy": {"clean": authors.accuracy["clean"], **ancra.accuracy["adaptive"]},
+          "authors_accuracy": authors.accuracy, "worst_case_accuracy": float(worst.mean()),
+          "authors_worst_case_accuracy": authors.worst_case,
+          "ancra": {"accuracy": ancra.accuracy, "warnings": ancra.warnings},
+          "warnings": [f"{name}: {w}" for name, ws in ancra.warnings.items() for w in ws]}
 
 
 def _import_torch_checkpoint():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxat.methods.ancra import ANCRA, Heads, ancra_loss, asymmetric_negative_contrast, pick_negatives
-from jaxat.models.reverse_attention import FixedGateModelFn, ReverseAttentionModelFn
+from jaxat.models.reverse_attention import ReverseAttentionModelFn
 from jaxat.models.small_cnn import SmallCNN
 
 
@@ -40,7 +40,9 @@ def test_reverse_attention_by_hand():
   logits, features, _ = model(PARAMS, {}, Z, "eval")
   np.testing.assert_allclose(logits, [[9.5, -1.0]])
   np.testing.assert_allclose(features, [[1.0, 4.0]])
-  np.testing.assert_allclose(FixedGateModelFn(IdentityFeatures(), gate_label=1)(PARAMS, {}, Z, "eval")[0],
+  # the label-enumerating attack's model, gate 1 for every example (label in the variables)
+  from jaxat.eval.ancra_adaptive import _LabelGatedLogits
+  np.testing.assert_allclose(_LabelGatedLogits(model, "eval")((PARAMS, {}, np.int32(1)), Z),
                              [[-0.5, 11.0]])
 
 

@@ -89,3 +89,45 @@ def test_evaluate_honours_max_test_and_sets_an_unreadable_partial_state_aside(tm
   with open(run / "eval" / "bounded.json") as f:
     assert json.load(f)["num_examples"] == 16
   assert (run / "eval" / "bounded.partial.npz.corrupt-1").read_bytes() == b"PK\x03\x04 cut short"
+
+
+def test_adaptive_protocol_is_refused_for_a_model_without_the_gate(workdir):
+  proc = run_cli(["-m", "jaxat.evaluate", f"--workdir={workdir}", "--tag=bad_protocol",
+                  "--attacks=clean", "--protocol=adaptive"])
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "--protocol=adaptive" in proc.stderr and "'pgd_at'" in proc.stderr
+  assert "valid choices here: auto, standard" in proc.stderr and "Traceback" not in proc.stderr
+  assert not os.path.exists(workdir / "eval" / "bad_protocol.json")
+
+
+def test_a_reverse_attention_run_is_evaluated_adaptively_by_default(tmp_path):
+  """ANCRA's gate is a non-differentiable argmax: by default the CLI reports the per-example
+  worst case of the authors' protocol, the straight-through gate and every fixed gate;
+  --protocol=standard reports the authors' protocol alone, the number the default keeps as
+  authors_accuracy."""
+  run = tmp_path / "ancra"
+  train_and_evaluate(tiny_config("ancra", num_epochs=1), str(run))
+  common = ["-m", "jaxat.evaluate", f"--workdir={run}", "--attacks=clean,fgsm", "--eps=1/4",
+            "--n_examples=16", "--batch_size=16", "--num_buckets=1", "--progress=none"]
+  adaptive = run_cli([*common, "--tag=adaptive"])
+  assert adaptive.returncode == 0, adaptive.stderr[-3000:]
+  standard = run_cli([*common, "--tag=standard", "--protocol=standard"])
+  assert standard.returncode == 0, standard.stderr[-3000:]
+  with open(run / "eval" / "adaptive.json") as f:
+    report = json.load(f)
+  with open(run / "eval" / "standard.json") as f:
+    authors = json.load(f)
+  assert report["protocol"] == "adaptive" and authors["protocol"] == "standard"
+  assert report["authors_accuracy"] == authors["accuracy"]
+  per_evaluation = report["ancra"]["accuracy"]
+  assert set(per_evaluation) == {"authors", "straight_through", "label_enum", "adaptive"}
+  assert per_evaluation["authors"]["fgsm"] == authors["accuracy"]["fgsm"]
+  assert report["accuracy"]["fgsm"] == per_evaluation["adaptive"]["fgsm"]
+  assert report["accuracy"]["fgsm"] <= min(per_evaluation[name]["fgsm"] for name in
+                                           ("authors", "straight_through", "label_enum"))
+  num_classes = 10
+  assert {f"label_enum/{k}" for k in range(num_classes)} <= set(report["ancra"]["warnings"])
+  with np.load(run / "eval" / "adaptive.npz") as arrays:
+    assert np.isclose(arrays["adaptive/fgsm"].mean(), report["accuracy"]["fgsm"])
+    assert np.all(arrays["adaptive/fgsm"] <= arrays["correct/fgsm"])
+  assert "(adaptive; authors' protocol: fgsm=" in adaptive.stdout

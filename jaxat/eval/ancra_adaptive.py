@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-from jaxat.attacks.autoattack import predict_logits
-from jaxat.eval.robustness import evaluate_robustness, jaxat_classifier, parse_items
-from jaxat.models.reverse_attention import FixedGateModelFn, ReverseAttentionModelFn
+from jaxat.attacks.autoattack import Classifier, predict_logits
+from jaxat.eval.robustness import (RobustnessReport, evaluate_robustness, jaxat_classifier,
+                                   parse_items)
+from jaxat.models.reverse_attention import ReverseAttentionModelFn
 
 EVALUATIONS = ("authors", "straight_through", "label_enum", "adaptive")
 
@@ -45,11 +47,46 @@ class AncraReport:
 
 @dataclasses.dataclass(frozen=True)
 class AncraEvalSettings:
+  """The attack settings shared by every sub-evaluation (as `evaluate_robustness`'s):
+  eps in [0,1] pixel units (or exact text such as '8/255'), norm 'linf' | 'l2', bn_mode
+  of the attacked models 'eval' | 'batch_stats'."""
   attacks: str = "pgd20"
-  eps: float = 8 / 255
+  eps: float | str = 8 / 255
+  norm: str = "linf"
   batch_size: int = 250
+  num_buckets: int = 4
   seed: int = 0
+  attack_options: dict | None = None
   run_checks: bool = True
+  bn_mode: str = "eval"
+
+
+@dataclasses.dataclass(frozen=True)
+class _LabelGatedLogits:
+  """Logits of the model gated by one class for every example. The class is part of the
+  variables (params, batch_stats, int32 label), not of this hashable function, so the K
+  gates of the label-enumerating attack share each attack's compilation."""
+
+  model: ReverseAttentionModelFn
+  bn_mode: str
+
+  def __call__(self, variables, x):
+    params, batch_stats, label = variables
+    labels = jnp.full((x.shape[0],), label, jnp.int32)
+    return self.model.gated(params, batch_stats, x, self.bn_mode, labels).final_logits
+
+
+def is_reverse_attention(model: Any) -> bool:
+  """True for ANCRA's two-pass model (runs of `ancra`, or of AWP over it)."""
+  return isinstance(model, ReverseAttentionModelFn)
+
+
+def _run(classifier, x, y, items, settings: AncraEvalSettings):
+  return evaluate_robustness(classifier, x, y, attacks=items, eps=settings.eps,
+                             norm=settings.norm, batch_size=settings.batch_size,
+                             num_buckets=settings.num_buckets, seed=settings.seed,
+                             attack_options=settings.attack_options,
+                             run_checks=settings.run_checks)
 
 
 def evaluate_ancra(model: ReverseAttentionModelFn, params: Any, batch_stats: Any,
@@ -57,28 +94,36 @@ def evaluate_ancra(model: ReverseAttentionModelFn, params: Any, batch_stats: Any
                    ) -> AncraReport:
   """The four evaluations of the module docstring on (x (N,H,W,C) in [0,1], y (N,))."""
   items = [i for i in parse_items(settings.attacks) if i != "clean"]
-  two_pass = dataclasses.replace(model, gate="argmax")
-  authors_classifier = jaxat_classifier(two_pass, params, batch_stats)
+  authors = _run(jaxat_classifier(dataclasses.replace(model, gate="argmax"), params,
+                                  batch_stats, settings.bn_mode), x, y, items, settings)
+  return adaptive_from_authors(model, params, batch_stats, x, y, authors, settings)
 
-  def run(classifier):
-    return evaluate_robustness(classifier, x, y, attacks=items, eps=settings.eps,
-                               batch_size=settings.batch_size, seed=settings.seed,
-                               run_checks=settings.run_checks)
+
+def adaptive_from_authors(model: ReverseAttentionModelFn, params: Any, batch_stats: Any,
+                          x: np.ndarray, y: np.ndarray, authors: RobustnessReport,
+                          settings: AncraEvalSettings) -> AncraReport:
+  """The straight-through and label-enumerating evaluations, combined per example with an
+  existing authors' report (`evaluate_robustness` of the two-pass model on the same x, y,
+  items and settings; `python -m jaxat.evaluate` resumes that one from its partial state)."""
+  items = [i for i in authors.accuracy if i != "clean"]
+  authors_classifier = jaxat_classifier(dataclasses.replace(model, gate="argmax"), params,
+                                        batch_stats, settings.bn_mode)
 
   def two_pass_correct(x_adv):
     return np.argmax(predict_logits(authors_classifier, x_adv, settings.batch_size), -1) == y
 
-  authors = run(authors_classifier)
-  straight = run(jaxat_classifier(dataclasses.replace(model, gate="straight_through"), params,
-                                  batch_stats))
+  straight = _run(jaxat_classifier(dataclasses.replace(model, gate="straight_through"), params,
+                                   batch_stats, settings.bn_mode), x, y, items, settings)
   correct = {"authors": {i: authors.correct[i] for i in items},
              "straight_through": {i: straight.correct[i] & two_pass_correct(straight.x_adv[i])
                                   for i in items}}
   warnings = {"authors": list(authors.warnings), "straight_through": list(straight.warnings)}
   enum_correct = {i: authors.correct["clean"].copy() for i in items}
   num_classes = int(params["dense"]["bias"].shape[0])
+  label_gated = _LabelGatedLogits(dataclasses.replace(model, gate="argmax"), settings.bn_mode)
   for k in range(num_classes):
-    gated = run(jaxat_classifier(FixedGateModelFn(model.module, gate_label=k), params, batch_stats))
+    gated = _run(Classifier(label_gated, (params, batch_stats, np.int32(k))), x, y, items,
+                 settings)
     warnings[f"label_enum/{k}"] = list(gated.warnings)
     for i in items:
       enum_correct[i] &= two_pass_correct(gated.x_adv[i])

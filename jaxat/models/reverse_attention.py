@@ -85,14 +85,3 @@ class ReverseAttentionModelFn(ModelFn):
     out = self.gated(params, batch_stats, x, mode)
     return out.final_logits, out.gated_features, out.batch_stats
 
-
-@dataclasses.dataclass(frozen=True)
-class FixedGateModelFn(ModelFn):
-  """The model gated by one fixed class for every example (the label-enumerating attack)."""
-
-  gate_label: int = 0
-
-  def __call__(self, params: Any, batch_stats: Any, x: jax.Array, mode: str):
-    labels = jnp.full((x.shape[0],), self.gate_label, jnp.int32)
-    out = ReverseAttentionModelFn.gated(self, params, batch_stats, x, mode, labels)
-    return out.final_logits, out.gated_features, out.batch_stats
