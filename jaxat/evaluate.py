@@ -27,9 +27,9 @@ unless --bn_mode=batch_stats.
 
 Reverse-attention (ANCRA) runs are evaluated adaptively by default (`--protocol=auto`):
 every item runs on the authors' two-pass model (resumable as above), then on the
-straight-through gate and on the model gated by each class in turn
-(jaxat/eval/ancra_adaptive.py, docs/ancra.md#evaluation); `accuracy` holds the
-per-example worst case of the three, the robust accuracy jaxat reports for ANCRA, and
+straight-through gate, on the model gated by each class in turn and on the auxiliary head
+that picks the gate (jaxat/eval/ancra_adaptive.py, docs/ancra.md#evaluation); `accuracy`
+holds the per-example worst case of the four, the robust accuracy jaxat reports for ANCRA, and
 `authors_accuracy` the authors' protocol. `--protocol=standard` gives the authors'
 protocol alone; `adaptive` on a model without the gate is refused.
 """

@@ -44,6 +44,9 @@ def test_reverse_attention_by_hand():
   from jaxat.eval.ancra_adaptive import _LabelGatedLogits
   np.testing.assert_allclose(_LabelGatedLogits(model, "eval")((PARAMS, {}, np.int32(1)), Z),
                              [[-0.5, 11.0]])
+  # the auxiliary-head attack's model: the ungated logits z·W + b = (5.5, 1)
+  from jaxat.eval.ancra_adaptive import _AuxiliaryLogits
+  np.testing.assert_allclose(_AuxiliaryLogits(model, "eval")((PARAMS, {}), Z), [[5.5, 1.0]])
 
 
 def test_gate_gradients_argmax_vs_straight_through():
@@ -155,8 +158,9 @@ def test_adaptive_evaluation_never_weaker_than_authors():
   report = evaluate_ancra(model, params, {}, x, y,
                           AncraEvalSettings(attacks="fgsm", eps=0.1, batch_size=8, run_checks=False))
   assert report.clean == 1.0
-  for name in ("straight_through", "label_enum"):
+  for name in ("straight_through", "label_enum", "aux_head"):
     assert report.accuracy[name]["fgsm"] <= 1.0
+    assert np.all(report.correct["adaptive"]["fgsm"] <= report.correct[name]["fgsm"])
   assert np.all(report.correct["adaptive"]["fgsm"] <= report.correct["authors"]["fgsm"])
   assert report.accuracy["adaptive"]["fgsm"] <= report.accuracy["authors"]["fgsm"]
 

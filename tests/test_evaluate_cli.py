@@ -102,7 +102,8 @@ def test_adaptive_protocol_is_refused_for_a_model_without_the_gate(workdir):
 
 def test_a_reverse_attention_run_is_evaluated_adaptively_by_default(tmp_path):
   """ANCRA's gate is a non-differentiable argmax: by default the CLI reports the per-example
-  worst case of the authors' protocol, the straight-through gate and every fixed gate;
+  worst case of the authors' protocol, the straight-through gate, every fixed gate and the
+  auxiliary head;
   --protocol=standard reports the authors' protocol alone, the number the default keeps as
   authors_accuracy."""
   run = tmp_path / "ancra"
@@ -120,11 +121,13 @@ def test_a_reverse_attention_run_is_evaluated_adaptively_by_default(tmp_path):
   assert report["protocol"] == "adaptive" and authors["protocol"] == "standard"
   assert report["authors_accuracy"] == authors["accuracy"]
   per_evaluation = report["ancra"]["accuracy"]
-  assert set(per_evaluation) == {"authors", "straight_through", "label_enum", "adaptive"}
+  assert set(per_evaluation) == {"authors", "straight_through", "label_enum", "aux_head",
+                                 "adaptive"}
   assert per_evaluation["authors"]["fgsm"] == authors["accuracy"]["fgsm"]
   assert report["accuracy"]["fgsm"] == per_evaluation["adaptive"]["fgsm"]
   assert report["accuracy"]["fgsm"] <= min(per_evaluation[name]["fgsm"] for name in
-                                           ("authors", "straight_through", "label_enum"))
+                                           ("authors", "straight_through", "label_enum",
+                                            "aux_head"))
   num_classes = 10
   assert {f"label_enum/{k}" for k in range(num_classes)} <= set(report["ancra"]["warnings"])
   with np.load(run / "eval" / "adaptive.npz") as arrays:

@@ -9,7 +9,10 @@ through the gate). Reported per attack item (e.g. 'pgd20', 'aa'):
   label_enum      for every class k: the item on the model gated by k for every example; the
                   points it finds are then scored on the two-pass model; an example counts as
                   robust only if no k fooled it.
-  adaptive        the point-wise worst case of the three: never above `authors` on the same
+  aux_head        the item on the auxiliary (ungated) head alone: a point that changes the
+                  auxiliary prediction changes the gate, which then reinforces the wrong
+                  class; its points are scored on the two-pass model.
+  adaptive        the point-wise worst case of the four: never above `authors` on the same
                   images. This is the robust accuracy jaxat reports for ANCRA.
 Every sub-evaluation runs the gradient-masking checks of jaxat/attacks/checks.py; their
 warnings are collected under `warnings[<evaluation>]`.
@@ -28,7 +31,7 @@ from jaxat.eval.robustness import (RobustnessReport, evaluate_robustness, jaxat_
                                    parse_items)
 from jaxat.models.reverse_attention import ReverseAttentionModelFn
 
-EVALUATIONS = ("authors", "straight_through", "label_enum", "adaptive")
+EVALUATIONS = ("authors", "straight_through", "label_enum", "aux_head", "adaptive")
 
 
 @dataclasses.dataclass
@@ -74,6 +77,19 @@ class _LabelGatedLogits:
     params, batch_stats, label = variables
     labels = jnp.full((x.shape[0],), label, jnp.int32)
     return self.model.gated(params, batch_stats, x, self.bn_mode, labels).final_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class _AuxiliaryLogits:
+  """Logits of the auxiliary head (the ungated features' classifier), whose argmax picks
+  the test-time gate; variables = (params, batch_stats)."""
+
+  model: ReverseAttentionModelFn
+  bn_mode: str
+
+  def __call__(self, variables, x):
+    params, batch_stats = variables
+    return self.model.gated(params, batch_stats, x, self.bn_mode).aux_logits
 
 
 def is_reverse_attention(model: Any) -> bool:
@@ -128,8 +144,15 @@ def adaptive_from_authors(model: ReverseAttentionModelFn, params: Any, batch_sta
     for i in items:
       enum_correct[i] &= two_pass_correct(gated.x_adv[i])
   correct["label_enum"] = enum_correct
-  correct["adaptive"] = {i: correct["authors"][i] & correct["straight_through"][i]
-                            & correct["label_enum"][i] for i in items}
+  auxiliary = _run(Classifier(_AuxiliaryLogits(dataclasses.replace(model, gate="argmax"),
+                                               settings.bn_mode), (params, batch_stats)),
+                   x, y, items, settings)
+  warnings["aux_head"] = list(auxiliary.warnings)
+  # Where the auxiliary head is already wrong on x, its "adversarial" point is x itself.
+  correct["aux_head"] = {i: authors.correct["clean"] & two_pass_correct(auxiliary.x_adv[i])
+                         for i in items}
+  correct["adaptive"] = {i: np.logical_and.reduce([correct[name][i] for name in EVALUATIONS[:-1]])
+                         for i in items}
   accuracy = {name: {i: float(c.mean()) for i, c in per_item.items()}
               for name, per_item in correct.items()}
   return AncraReport(float(authors.correct["clean"].mean()), accuracy, correct, warnings)
