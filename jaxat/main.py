@@ -47,12 +47,13 @@ def main(argv):
   setup = distributed.resolve_setup(
       distributed.DistributedFlags(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_AUTO.value), os.environ)
-  if setup.source != "single":
-    # See docs/scaling.md#status: the set-up is resolved, the engine is not multi-host yet.
-    raise UsageError(f"multi-host training ({setup.source}: {setup.num_processes or 'auto'} processes) "
-                     "is not supported by the engine yet; train on one host (one process drives all its local "
-                     "devices) "
-                     "(docs/scaling.md#status)")
+  # Before anything touches a device (docs/scaling.md#multi-host-training).
+  from jaxat.train import multihost
+  multihost.initialize(setup)
+  main_process = multihost.is_main_process()
+  if not main_process:
+    # Process 0 logs the run; the others speak only to warn (e.g. of a SIGTERM).
+    logging.set_verbosity(logging.WARNING)
   from jaxat.train.train import Preempted, train_and_evaluate
 
   workdir = _WORKDIR.value or default_workdir(config_argument(sys.argv) or "config")
@@ -62,6 +63,8 @@ def main(argv):
   except Preempted as preempted:
     logging.warning("%s", preempted)
     sys.exit(PREEMPTED_EXIT_CODE)
+  if not main_process:
+    return
   summary = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if k.endswith("_acc"))
   print(f"results ({results['weights']} weights, {results['num_test_examples']} test examples): "
         f"{summary}; fingerprint {results['fingerprint']}; written to {os.path.join(workdir, 'results.json')}")

@@ -56,14 +56,15 @@ def put_split(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) -> 
   images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
   labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)]).astype(np.int32)
   replicated = sharding.replicated(mesh)
-  return DeviceSplit(jax.device_put(images, replicated), jax.device_put(labels, replicated), n,
+  return DeviceSplit(sharding.put(images, replicated), sharding.put(labels, replicated), n,
                      batch_size)
 
 
 def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
   """jitted (params, batch_stats, images, labels, num_examples, batch_index, key) ->
   (clean_correct, pgd_correct, valid, clean_prediction), each (batch_size,): three bool,
-  the last int32 (the argmax class on the clean input)."""
+  the last int32 (the argmax class on the clean input), replicated: every process reads
+  them whole (with several processes a batch-sharded result is not readable by any one)."""
   data = sharding.batch_sharded(mesh)
 
   def evaluate_batch(params, batch_stats, images, labels, num_examples, batch_index, key):
@@ -85,7 +86,7 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
     # A point that is wrong on clean input is never counted as robust.
     return clean_correct, clean_correct & result.correct, valid, clean_prediction
 
-  return jax.jit(evaluate_batch)
+  return jax.jit(evaluate_batch, out_shardings=sharding.replicated(mesh))
 
 
 def evaluate_split(evaluator, params: Any, batch_stats: Any, split: DeviceSplit,
