@@ -14,7 +14,6 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.errors import UsageError
 from jaxat.cli_args import (QuietCheckpointInfo, config_argument, rewrite_fraction_overrides,
                              run_entry_point)
 
@@ -47,12 +46,15 @@ def main(argv):
   setup = distributed.resolve_setup(
       distributed.DistributedFlags(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_AUTO.value), os.environ)
+  # Process 0 logs the run; the others speak only to warn (e.g. of a SIGTERM). Set before
+  # initialising, which logs too (a TPU pod's process id is known only after it).
+  if setup.process_id:
+    logging.set_verbosity(logging.WARNING)
   # Before anything touches a device (docs/scaling.md#multi-host-training).
   from jaxat.train import multihost
   multihost.initialize(setup)
   main_process = multihost.is_main_process()
   if not main_process:
-    # Process 0 logs the run; the others speak only to warn (e.g. of a SIGTERM).
     logging.set_verbosity(logging.WARNING)
   from jaxat.train.train import Preempted, train_and_evaluate
 
