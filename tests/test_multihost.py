@@ -121,8 +121,8 @@ def test_two_processes_train_what_one_process_trains_and_process_0_alone_writes(
   records = _read_jsonl(multi / "metrics.jsonl")
   assert [r["epoch"] for r in records] == [1, 2]  # one line per epoch, none twice
   assert _without_timings(records) == _without_timings(_read_jsonl(single / "metrics.jsonl"))
-  # Process 0 reports; process 1 prints no summary and writes no file of its own.
-  assert "fingerprint" in outcomes[0][1] and outcomes[1][1] == ""
+  # Process 0 reports; process 1 prints no summary (gloo's own connection lines aside).
+  assert "results (" in outcomes[0][1] and "results (" not in outcomes[1][1]
   for name in WRITTEN_BY_PROCESS_0:
     assert (multi / name).is_file(), name
   sessions = _read_json(multi / "environment.json")["sessions"]
