@@ -63,8 +63,9 @@ def put_split(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) -> 
 def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
   """jitted (params, batch_stats, images, labels, num_examples, batch_index, key) ->
   (clean_correct, pgd_correct, valid, clean_prediction), each (batch_size,): three bool,
-  the last int32 (the argmax class on the clean input), replicated: every process reads
-  them whole (with several processes a batch-sharded result is not readable by any one)."""
+  the last int32 (the argmax class on the clean input). With several processes they are
+  replicated, so that every process reads them whole (a batch-sharded result is not
+  readable by any one process); one process leaves their placement to XLA, as it always has."""
   data = sharding.batch_sharded(mesh)
 
   def evaluate_batch(params, batch_stats, images, labels, num_examples, batch_index, key):
@@ -86,6 +87,8 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
     # A point that is wrong on clean input is never counted as robust.
     return clean_correct, clean_correct & result.correct, valid, clean_prediction
 
+  if jax.process_count() == 1:
+    return jax.jit(evaluate_batch)
   return jax.jit(evaluate_batch, out_shardings=sharding.replicated(mesh))
 
 
