@@ -14,7 +14,6 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.errors import UsageError
 from jaxat.cli_args import (QuietCheckpointInfo, config_argument, rewrite_fraction_overrides,
                              run_entry_point)
 
@@ -47,12 +46,16 @@ def main(argv):
   setup = distributed.resolve_setup(
       distributed.DistributedFlags(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_AUTO.value), os.environ)
-  if setup.source != "single":
-    # See docs/scaling.md#status: the set-up is resolved, the engine is not multi-host yet.
-    raise UsageError(f"multi-host training ({setup.source}: {setup.num_processes or 'auto'} processes) "
-                     "is not supported by the engine yet; train on one host (one process drives all its local "
-                     "devices) "
-                     "(docs/scaling.md#status)")
+  # Process 0 logs the run; the others speak only to warn (e.g. of a SIGTERM). Set before
+  # initialising, which logs too (a TPU pod's process id is known only after it).
+  if setup.process_id:
+    logging.set_verbosity(logging.WARNING)
+  # Before anything touches a device (docs/scaling.md#multi-host-training).
+  from jaxat.train import multihost
+  multihost.initialize(setup)
+  main_process = multihost.is_main_process()
+  if not main_process:
+    logging.set_verbosity(logging.WARNING)
   from jaxat.train.train import Preempted, train_and_evaluate
 
   workdir = _WORKDIR.value or default_workdir(config_argument(sys.argv) or "config")
@@ -62,6 +65,8 @@ def main(argv):
   except Preempted as preempted:
     logging.warning("%s", preempted)
     sys.exit(PREEMPTED_EXIT_CODE)
+  if not main_process:
+    return
   summary = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if k.endswith("_acc"))
   print(f"results ({results['weights']} weights, {results['num_test_examples']} test examples): "
         f"{summary}; fingerprint {results['fingerprint']}; written to {os.path.join(workdir, 'results.json')}")

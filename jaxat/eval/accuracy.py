@@ -56,14 +56,16 @@ def put_split(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) -> 
   images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
   labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)]).astype(np.int32)
   replicated = sharding.replicated(mesh)
-  return DeviceSplit(jax.device_put(images, replicated), jax.device_put(labels, replicated), n,
+  return DeviceSplit(sharding.put(images, replicated), sharding.put(labels, replicated), n,
                      batch_size)
 
 
 def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
   """jitted (params, batch_stats, images, labels, num_examples, batch_index, key) ->
   (clean_correct, pgd_correct, valid, clean_prediction), each (batch_size,): three bool,
-  the last int32 (the argmax class on the clean input)."""
+  the last int32 (the argmax class on the clean input). With several processes they are
+  replicated, so that every process reads them whole (a batch-sharded result is not
+  readable by any one process); one process leaves their placement to XLA, as it always has."""
   data = sharding.batch_sharded(mesh)
 
   def evaluate_batch(params, batch_stats, images, labels, num_examples, batch_index, key):
@@ -85,7 +87,9 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
     # A point that is wrong on clean input is never counted as robust.
     return clean_correct, clean_correct & result.correct, valid, clean_prediction
 
-  return jax.jit(evaluate_batch)
+  if jax.process_count() == 1:
+    return jax.jit(evaluate_batch)
+  return jax.jit(evaluate_batch, out_shardings=sharding.replicated(mesh))
 
 
 def evaluate_split(evaluator, params: Any, batch_stats: Any, split: DeviceSplit,

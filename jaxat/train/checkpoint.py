@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from absl import logging
 
 from jaxat.errors import RunStateError
@@ -190,14 +191,19 @@ def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: A
       # (outside the `except` clause, so no traceback keeps them alive).
       gc.collect()
   if restored_step is not None:
+    # Several processes share the directory: process 0 renames, the others wait for it
+    # before they look at the steps again.
+    renames = set_aside and jax.process_index() == 0
     for failed_step, reason in failures:
       step_dir = os.path.join(directory, str(failed_step))
       moved = ""
-      if set_aside:
+      if renames:
         moved = f"; renamed it to {os.path.basename(reporting.set_aside(step_dir))} (kept for inspection)"
       logging.warning("checkpoint %s cannot be restored (%s); using step %d instead%s",
                       step_dir, reason, restored_step, moved)
     if failures and set_aside:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jaxat: damaged checkpoints set aside")
       manager.reload()
     return restored, restored_step
   if not failures:

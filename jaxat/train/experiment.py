@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxat.config.validate import validate_config
+from jaxat.config.validate import FINAL_ATTACKS, validate_config
 from jaxat.data.registry import load_dataset
 from jaxat.data.types import ArrayDataset, DatasetSplits
 from jaxat.data.validation import split_validation
@@ -59,10 +59,29 @@ def _truncate(dataset: ArrayDataset, limit: int) -> ArrayDataset:
 
 def resolve_num_devices(config: ml_collections.ConfigDict) -> int:
   available = jax.device_count()
+  if jax.process_count() > 1 and config.num_devices not in (0, available):
+    # A mesh over some devices only would leave a process without a share of the work.
+    raise ValueError(f"num_devices={config.num_devices}: with {jax.process_count()} processes "
+                     f"the mesh spans all {available} devices; set num_devices=0 (or {available})")
   if config.num_devices > available:
     raise ValueError(f"num_devices={config.num_devices} but only {available} device(s) are "
                      f"available: {[str(d) for d in jax.devices()]}")
   return config.num_devices or available
+
+
+def _check_multi_process_support(config: ml_collections.ConfigDict) -> None:
+  """With several processes, refuses what only one process can do yet: the evaluation
+  suite's attacks in eval.final_attacks (they take the test set on one process's devices;
+  evaluate the finished run with python -m jaxat.evaluate on one host instead)."""
+  if jax.process_count() == 1:
+    return
+  attacks = [a.strip() for a in config.eval.final_attacks.split(",") if a.strip()]
+  suite = [a for a in attacks if a not in FINAL_ATTACKS]
+  if suite:
+    raise ValueError(f"eval.final_attacks={config.eval.final_attacks!r}: {', '.join(suite)} "
+                     f"run on one process only; with {jax.process_count()} processes keep "
+                     f"{','.join(FINAL_ATTACKS)} and evaluate the finished run with "
+                     "python -m jaxat.evaluate on one host")
 
 
 def _validated_inputs(config: ml_collections.ConfigDict):
@@ -75,6 +94,7 @@ def _validated_inputs(config: ml_collections.ConfigDict):
   train = _truncate(train, config.dataset.max_train)
   test = _truncate(splits.test, config.dataset.max_test)
   get_method_class(config.method.name).validate(config.method, splits.num_classes)
+  _check_multi_process_support(config)
   if len(train) < config.batch_size:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(train)} examples after the validation split); lower batch_size")
@@ -123,14 +143,15 @@ def init_state(exp: Experiment) -> TrainState:
       ema_params=jax.tree.map(jnp.copy, params) if with_ema else {},
       ema_batch_stats=jax.tree.map(jnp.copy, batch_stats) if with_ema else {},
       method_state=method_state)
-  return jax.device_put(state, sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
+  return sharding.put(state, sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
 
 
 def put_train_data(exp: Experiment) -> tuple[jax.Array, jax.Array]:
-  """The training images (uint8) and labels, stored once on device, replicated."""
+  """The training images (uint8) and labels, stored once on device, replicated (with
+  several processes, each process fills its own devices from its own copy)."""
   replicated = sharding.replicated(exp.mesh)
-  return (jax.device_put(np.ascontiguousarray(exp.train.images), replicated),
-          jax.device_put(exp.train.labels.astype(np.int32), replicated))
+  return (sharding.put(np.ascontiguousarray(exp.train.images), replicated),
+          sharding.put(exp.train.labels.astype(np.int32), replicated))
 
 
 def epoch_permutation_fn(exp: Experiment):
@@ -138,9 +159,12 @@ def epoch_permutation_fn(exp: Experiment):
   permutation_stream = keys.stream(exp.config.seed, keys.PERMUTATION)
   num_train = exp.ctx.num_train
 
-  @jax.jit
   def permutation(epoch):
     return jax.random.permutation(jax.random.fold_in(permutation_stream, epoch), num_train).astype(jnp.int32)
 
   replicated = sharding.replicated(exp.mesh)
-  return lambda epoch: jax.device_put(permutation(epoch), replicated)
+  if jax.process_count() == 1:
+    jitted = jax.jit(permutation)
+    return lambda epoch: jax.device_put(jitted(epoch), replicated)
+  # Several processes: computed on the global mesh, replicated (the same on every device).
+  return jax.jit(permutation, out_shardings=replicated)

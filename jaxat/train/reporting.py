@@ -35,18 +35,24 @@ class MetricsWriter:
   `RunStateError` naming the file and the line. The file is only ever rewritten whole and
   atomically (`truncate_after`: temporary file + os.replace), so a kill during a rewrite
   leaves either the old or the new content, never a mix.
+
+  With several processes only process 0 keeps the file; the others get `enabled=False`
+  (writes and truncations do nothing, reads see nothing), so no line is written twice.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
 
   def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
 
   def _lines(self) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
     """([(line text, record)] of the parsable lines, whether a torn last line was dropped)."""
-    if not os.path.exists(self.path):
+    if not self.enabled or not os.path.exists(self.path):
       return [], False
     with open(self.path) as f:
       lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]

@@ -108,9 +108,9 @@ def check_metric_shapes(metric_shapes: dict[str, Any]) -> None:
                        f"a scalar, or an array of counts named '{COUNTS_PREFIX}...'")
 
 
-def init_sums(metric_shapes: dict[str, Any], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+def init_sums(metric_shapes: dict[str, Any], sums_sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
   """Zeroed epoch sums (one per metric, of the metric's shape: a scalar, or a count
-  metric's array; the step count; the first non-finite step = -1), placed with `sharding`
+  metric's array; the step count; the first non-finite step = -1), placed with `sums_sharding`
   (the step counter's): sums left where `jnp.zeros` puts them would reach the jitted step
   with another sharding than the sums it returns, and the step would compile twice."""
   check_metric_shapes(metric_shapes)
@@ -118,7 +118,7 @@ def init_sums(metric_shapes: dict[str, Any], sharding: jax.sharding.Sharding) ->
           for name, shape in metric_shapes.items()}
   sums[COUNT] = jnp.zeros((), jnp.float32)
   sums[FIRST_NONFINITE] = jnp.full((), -1, jnp.int32)
-  return jax.device_put(sums, sharding)
+  return sharding.put(sums, sums_sharding)
 
 
 def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:

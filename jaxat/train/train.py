@@ -28,7 +28,7 @@ from jaxat.config.applicable import applicable_fields
 from jaxat.config.validate import FINAL_ATTACKS
 from jaxat.errors import UsageError
 from jaxat.eval.accuracy import PGDSpec, evaluate_split, make_batch_evaluator, put_split
-from jaxat.train import keys, reporting, sharding
+from jaxat.train import keys, multihost, reporting, sharding
 from jaxat.train import overfitting_guard
 from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.environment import write_environment
@@ -363,12 +363,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if finished is not None:
     logging.info("the run in %s is finished; returning its results.json", workdir)
     return finished
+  # With several processes, process 0 alone writes the run's files; every process takes
+  # part in the checkpoints (orbax coordinates them) and in every computation.
+  main = multihost.is_main_process()
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
+  if main and not os.path.exists(config_path):
     reporting.write_json(config_path, config_to_dict(config))
   write_environment(workdir)  # environment.json; a resume elsewhere appends a session.
-  writer = reporting.MetricsWriter(workdir)
+  writer = reporting.MetricsWriter(workdir, enabled=main)
   checkpointer = Checkpointer(workdir, config.checkpoint.keep)
   spe, num_epochs = exp.ctx.steps_per_epoch, exp.ctx.num_epochs
   logging.info("method=%s model=%s dataset=%s train=%d val=%d test=%d steps/epoch=%d devices=%d",
@@ -398,7 +401,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # yet) come from an attempt killed before its checkpoint was final; they are dropped (and
   # a torn last line with them) so that the rerun leaves exactly one line per epoch.
   writer.truncate_after(meta["epoch"])
-  if eval_changes:
+  if eval_changes and main:
     _record_config_change(workdir, int(state.step), eval_changes)
 
   # TensorBoard scalars mirror metrics.jsonl (replayed after a resume's truncation); one
@@ -415,7 +418,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   compiled_step = train_step.lower(state, sums, train_images, train_labels, permutation_of(0)).compile()
   logging.info("compiled the training step in %.1fs", compile_watch.elapsed())
 
-  progress = reporting.Progress(config.log.progress, exp.total_steps, start_step, config.batch_size)
+  progress = reporting.Progress(config.log.progress if main else "none", exp.total_steps,
+                                start_step, config.batch_size)
+  stop = multihost.StopAgreement(sigterm)
   run_watch = reporting.Stopwatch()
   step = start_step
   first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
@@ -428,7 +433,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       step += 1
       steps_run += 1
       progress.advance(epoch + 1)
-      if sigterm.raised:
+      if stop.stop_now(step, epoch_end=step == (epoch + 1) * spe):
         checkpointer.save_last(step, state, sums, {**meta, "epoch": epoch})
         progress.close()
         checkpointer.close()
@@ -460,9 +465,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if meta["best_val_pgd_acc"] is None or val["pgd_acc"] > meta["best_val_pgd_acc"]:
           meta.update(best_val_pgd_acc=val["pgd_acc"], best_epoch=epoch + 1)
           checkpointer.save_best(step, state, sums, {**meta, "epoch": epoch + 1})
-    stop = evaluators.guard is not None and _probe_overfitting(
+    guard_stop = evaluators.guard is not None and _probe_overfitting(
         exp, evaluators, state, epoch, record, meta)
-    if stop:
+    if guard_stop:
       _keep_last_good_as_best(checkpointer, state, sums, evaluators.validation is not None)
       meta["guard_stopped_epoch"] = epoch + 1
     elapsed = run_watch.elapsed()
@@ -475,10 +480,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sums = init_sums(shapes, state.step.sharding)
     meta["epoch"] = epoch + 1
     checkpointer.save_last(step, state, sums, dict(meta))
-    if stop:
+    if guard_stop:
       break
   progress.close()
-  if sigterm.raised:
+  if stop.stop_now(step, epoch_end=True):
     checkpointer.close()
     raise Preempted(f"preempted before the final evaluation; checkpoint of step {step} is in {workdir}")
 
@@ -487,7 +492,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_state, _, best_meta = checkpointer.restore_best(state, sums)
   results = _final_report(exp, evaluators, state, best_state, best_meta)
   results["seconds"] = run_watch.elapsed()
-  reporting.write_json(os.path.join(workdir, "results.json"), results)
+  if main:
+    reporting.write_json(os.path.join(workdir, "results.json"), results)
   checkpointer.close()
   logging.info("results: %s", {k: v for k, v in results.items() if k.endswith("_acc")})
   return results

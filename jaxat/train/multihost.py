@@ -1,0 +1,71 @@
+"""Several JAX processes training one model: start-up, who writes, and agreeing to stop.
+
+Every process runs the same program on the same data and holds the same replicated
+values; only process 0 writes the run's files (`is_main_process`). A SIGTERM reaches one
+process (or some), so before acting on it the processes agree (`StopAgreement`): all of
+them checkpoint the same step and exit, none is left waiting in a collective.
+See docs/scaling.md#multi-host-training.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxat.errors import UsageError
+from jaxat.train.distributed import DistributedSetup
+
+# How often (in steps) the processes compare their stop flags: each comparison is a host
+# round-trip that waits for the step before it, so it is not paid every step.
+STOP_CHECK_EVERY = 4
+
+
+def initialize(setup: DistributedSetup) -> None:
+  """jax.distributed.initialize for `setup` (nothing for one process). Must run before
+  anything touches a device. CPU processes need a cross-process collectives backend
+  (gloo); the setting is inert on GPU and TPU."""
+  if setup.source == "single":
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=setup.coordinator_address,
+                               num_processes=setup.num_processes, process_id=setup.process_id)
+  except (RuntimeError, ValueError) as error:
+    # JAX's message spans pages (a gRPC status); the first line says what failed.
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise UsageError(f"jax.distributed.initialize failed ({setup.source}: coordinator "
+                     f"{setup.coordinator_address or 'auto'}, {setup.num_processes or 'auto'} "
+                     f"processes): {first}") from None
+
+
+def is_main_process() -> bool:
+  """True on process 0, the one process that writes files, logs progress and reports."""
+  return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process when `flag` is True on at least one (a collective: every
+  process must call it at the same point); just `flag` for one process."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  flags = multihost_utils.process_allgather(np.asarray(bool(flag), np.int32))
+  return bool(np.any(flags))
+
+
+class StopAgreement:
+  """Turns a process-local stop request (SIGTERM) into one every process acts on at the
+  same step. One process: the local flag, checked every step (unchanged behaviour).
+  Several: compared every STOP_CHECK_EVERY steps and at the end of each epoch, so the
+  step at which all stop is the same everywhere."""
+
+  def __init__(self, local_flag):
+    self._local = local_flag  # anything with a `.raised` bool (train._SigtermFlag)
+    self._several = jax.process_count() > 1
+
+  def stop_now(self, step: int, epoch_end: bool) -> bool:
+    if not self._several:
+      return self._local.raised
+    if step % STOP_CHECK_EVERY and not epoch_end:
+      return False
+    return any_process(self._local.raised)

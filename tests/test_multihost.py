@@ -1,0 +1,198 @@
+"""Multi-process (multi-host) data-parallel training on one machine: N local JAX processes
+(loopback coordinator, gloo CPU collectives) each driving its own CPU devices, as
+`python -m jaxat.main --coordinator_address=... --num_processes=N --process_id=I` would on
+N hosts (docs/scaling.md#multi-host-training).
+
+- 2 processes x 1 device train bit for bit what 1 process x 2 devices trains. (With more
+  devices, e.g. 2 x 2 against 1 x 4, the gloo and in-process collectives may add more than
+  two partial sums in different orders: the same accuracies, float32 reassociation in the
+  weights, docs/scaling.md#numerics. One device per process keeps every comparison bit for
+  bit and the file within two minutes on two cores.)
+- Process 0 alone writes the run's files, each record once.
+- SIGTERM to one of the 2 processes: both checkpoint the same step and exit with the
+  preemption status; the rerun resumes and ends bit-identical to the uninterrupted run.
+- Bad input is one line with status 2 on every process (2 x 2 devices), before anything is
+  written.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tiny_runs import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+# UIAT with momentum from epoch 1 of 2: a per-example buffer (sharded by example over the
+# global mesh) lives through the run and across the resume. 128 examples / 16 = 8 steps an epoch.
+ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke", "--config.log.progress=plain",
+        "--config.num_epochs=2", "--config.batch_size=16", "--config.method.attack.num_steps=2",
+        "--config.eval.pgd_steps=1", "--config.eval.every_epochs=2",
+        "--config.method.momentum_start=0.5", "--config.dataset.num_train=128",
+        "--config.dataset.max_train=128", "--config.dataset.num_test=32",
+        "--config.dataset.max_test=32", "--config.eval_batch_size=32"]
+TOTAL_STEPS = 2 * 128 // 16
+PREEMPTED = 143
+WRITTEN_BY_PROCESS_0 = ("config.json", "environment.json", "metrics.jsonl", "results.json")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+_COMPILATION_CACHE = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the module's runs: the interrupted and resumed
+  runs load the executables the straight runs compiled (the same programs, so the same
+  bits), which is most of their time on two cores."""
+  _COMPILATION_CACHE["dir"] = str(tmp_path_factory.mktemp("compilation_cache"))
+  yield
+  _COMPILATION_CACHE.clear()
+
+
+def _env(devices: int) -> dict:
+  cache = ({"JAX_COMPILATION_CACHE_DIR": _COMPILATION_CACHE["dir"],
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"} if _COMPILATION_CACHE else {})
+  return dict(os.environ, JAX_PLATFORMS="cpu", **cache,
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+class _Process:
+  """A `python <args>` child whose stdout and stderr go to files (pipes left unread could
+  fill up and stall a process in the middle of a collective)."""
+
+  def __init__(self, args: list[str], devices: int, logs: str):
+    self.out_path, self.err_path = logs + ".out", logs + ".err"
+    with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+      self.popen = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=_env(devices),
+                                    stdout=out, stderr=err, text=True)
+
+  def stderr_so_far(self) -> str:
+    with open(self.err_path) as f:
+      return f.read()
+
+  def finish(self) -> tuple[int, str, str]:
+    returncode = self.popen.wait(timeout=300)
+    with open(self.out_path) as out, open(self.err_path) as err:
+      return returncode, out.read(), err.read()
+
+
+def _start(args: list[str], devices: int, logs) -> _Process:
+  return _Process(args, devices, str(logs))
+
+
+def _start_processes(workdir, devices: int, num_processes: int = 2, extra=()) -> list[_Process]:
+  port = _free_port()
+  return [_start([*ARGS, *extra, f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
+                  f"--num_processes={num_processes}", f"--process_id={i}"], devices,
+                 f"{workdir}-p{i}") for i in range(num_processes)]
+
+
+def _finish(procs: list[_Process]) -> list[tuple[int, str, str]]:
+  return [p.finish() for p in procs]
+
+
+def _wait_for(proc: _Process, text: str, timeout: float = 300) -> None:
+  deadline = time.monotonic() + timeout
+  while text not in proc.stderr_so_far():
+    assert proc.popen.poll() is None and time.monotonic() < deadline, proc.stderr_so_far()[-3000:]
+    time.sleep(0.2)
+
+
+def _read_jsonl(path) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _read_json(path) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _without_timings(records):
+  return [{k: v for k, v in r.items() if k not in ("images_per_sec", "train_seconds")} for r in records]
+
+
+@pytest.fixture(scope="module")
+def straight_runs(tmp_path_factory):
+  """(workdir of 1 process x 2 devices, workdir of 2 processes x 1 device, their outcomes),
+  trained side by side; the SIGTERM test compares its resumed run with them too."""
+  root = tmp_path_factory.mktemp("straight")
+  single, multi = root / "one_process", root / "two_processes"
+  reference = _start([*ARGS, f"--workdir={single}"], devices=2, logs=root / "reference")
+  outcomes = _finish(_start_processes(multi, devices=1))
+  returncode, _, stderr = reference.finish()
+  assert returncode == 0, stderr[-3000:]
+  for returncode, _, stderr in outcomes:
+    assert returncode == 0, stderr[-3000:]
+  return single, multi, outcomes
+
+
+def test_two_processes_train_what_one_process_trains_and_process_0_alone_writes(straight_runs):
+  single, multi, outcomes = straight_runs
+  a, b = _read_json(single / "results.json"), _read_json(multi / "results.json")
+  assert b["fingerprint"] == a["fingerprint"]
+  assert (b["clean_acc"], b["pgd20_acc"]) == (a["clean_acc"], a["pgd20_acc"])
+  records = _read_jsonl(multi / "metrics.jsonl")
+  assert [r["epoch"] for r in records] == [1, 2]  # one line per epoch, none twice
+  assert _without_timings(records) == _without_timings(_read_jsonl(single / "metrics.jsonl"))
+  # Process 0 reports; process 1 prints no summary (gloo's own connection lines aside).
+  assert "results (" in outcomes[0][1] and "results (" not in outcomes[1][1]
+  for name in WRITTEN_BY_PROCESS_0:
+    assert (multi / name).is_file(), name
+  sessions = _read_json(multi / "environment.json")["sessions"]
+  assert len(sessions) == 1 and sessions[0]["process_count"] == 2
+  assert len([f for f in os.listdir(multi) if f.startswith("events.out.tfevents")]) == 1
+  assert not [f for f in os.listdir(multi) if f.endswith(".tmp")]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bit_identical(
+    tmp_path, straight_runs):
+  _, straight, _ = straight_runs
+  interrupted = tmp_path / "interrupted"
+  procs = _start_processes(interrupted, devices=1)
+  # Process 0 says when the step has compiled; the signal goes to process 1 only.
+  _wait_for(procs[0], "compiled the training step")
+  procs[1].popen.send_signal(signal.SIGTERM)
+  outcomes = _finish(procs)
+  for returncode, _, stderr in outcomes:
+    assert returncode == PREEMPTED, stderr[-3000:]
+  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
+  assert len(saved) == 1 and 0 < saved[0] < TOTAL_STEPS, saved
+  # Both processes saved that same step (each reports it; process 1 logs warnings only).
+  assert f"saved a checkpoint at step {saved[0]}" in outcomes[1][2]
+  assert not (interrupted / "results.json").exists()
+
+  resumed = _finish(_start_processes(interrupted, devices=1))
+  for returncode, _, stderr in resumed:
+    assert returncode == 0, stderr[-3000:]
+  assert f"resumed from step {saved[0]}" in resumed[0][2]
+
+  a, b = _read_json(interrupted / "results.json"), _read_json(straight / "results.json")
+  assert a["fingerprint"] == b["fingerprint"]
+  assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
+  records = _read_jsonl(interrupted / "metrics.jsonl")
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert _without_timings(records) == _without_timings(_read_jsonl(straight / "metrics.jsonl"))
+
+
+def test_bad_input_is_one_line_on_every_process_before_writing(tmp_path):
+  workdir = tmp_path / "bad"
+  # 2 processes x 2 devices: batch_size 6 does not divide over the 4 devices of the mesh.
+  outcomes = _finish(_start_processes(workdir, devices=2, extra=["--config.batch_size=6"]))
+  for returncode, _, stderr in outcomes:
+    assert returncode == 2, stderr[-3000:]
+    assert "batch_size=6 is not divisible by the device count 4" in stderr
+  assert not workdir.exists()
