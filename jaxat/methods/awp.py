@@ -198,6 +198,9 @@ class AWP(Method):
   def init_state(self, key, ctx, params, batch_stats):
     return self.base.init_state(key, ctx, params, batch_stats)
 
+  def count_metric_labels(self):
+    return self.base.count_metric_labels()
+
   def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     return self.base.prepare(ctx, params, batch_stats, method_state, batch, key, info)
 
