@@ -100,3 +100,15 @@ def test_a_config_json_written_before_pruning_still_resumes(tmp_path):
   other = tiny_config("pgd_at", "synthetic", **{"dataset.num_train": 96})
   with pytest.raises(ValueError, match="dataset"):
     train_lib._check_same_run(str(tmp_path), other)
+
+
+def test_a_config_json_written_before_the_budget_field_still_resumes(tmp_path):
+  config = tiny_config("pgd_at", "synthetic")
+  old = train_lib.config_to_dict(config)
+  for field in ("budget", "final_clip_eps"):
+    del old["method"]["attack"][field]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  train_lib._check_same_run(str(tmp_path), config)   # the fixed budget, as then
+  ecas = tiny_config("pgd_at", "synthetic", **{"method.attack.budget": "ecas"})
+  with pytest.raises(ValueError, match="method.attack.budget"):
+    train_lib._check_same_run(str(tmp_path), ecas)

@@ -55,13 +55,25 @@ def inapplicable_model_fields(model_name: str) -> set[str]:
 
 # Sub-configs of a budget role, kept only where `budget` names that role.
 BUDGET_ROLE_FIELDS = {"ecas": "ecas"}
+# Attack fields added with the budget-role selection, and the values that reproduce what an
+# attack sub-config written before them did (so such a run still resumes).
+ATTACK_FIELDS_ADDED = {"budget": "fixed", "final_clip_eps": 0.0}
+
+
+def _is_attack_config(section: dict) -> bool:
+  """A training attack sub-config (jaxat/methods/maximizer.py, attack_config)."""
+  return {"ramp_epochs", "init_eps", "objective", "restarts"} <= set(section)
 
 
 def drop_unused_budget_roles(section: Any) -> None:
   """Removes, in place and at any depth (AWP's flat base fields, UIAT's base_method), the
-  budget-role sub-configs of attacks whose `budget` is another role."""
+  budget-role sub-configs of attacks whose `budget` is another role; an attack written
+  before `budget` existed gets the fields of ATTACK_FIELDS_ADDED with their old meaning."""
   if not isinstance(section, dict):
     return
+  if _is_attack_config(section):
+    for field, value in ATTACK_FIELDS_ADDED.items():
+      section.setdefault(field, value)
   if "budget" in section:
     for role, field in BUDGET_ROLE_FIELDS.items():
       if section["budget"] != role:
