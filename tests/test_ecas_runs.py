@@ -197,3 +197,31 @@ def test_ecas_pgd_at_run_metrics_resume_config_json_and_strategy(tmp_path, monke
   monkeypatch.undo()
   resumed = train_lib.train_and_evaluate(config, interrupted)
   assert resumed["fingerprint"] == results["fingerprint"]
+
+
+TWO_DEVICES = """
+import json, os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+import jax, numpy as np
+from test_ecas_runs import _ecas_tiny
+from tiny_runs import train_all_epochs
+assert jax.device_count() == 2, jax.devices()
+counts = {}
+for n in (1, 2):
+    _, _, sums = train_all_epochs(_ecas_tiny("pgd_at", num_devices=n))
+    counts[n] = np.asarray(sums["counts/eps"]).tolist()
+print(json.dumps(counts))
+"""
+
+
+def test_counts_agree_between_one_and_two_devices():
+  from tiny_runs import run_cli
+  proc = run_cli(["-c", TWO_DEVICES], env_extra={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  counts = json.loads(proc.stdout.strip().splitlines()[-1])
+  one, two = np.asarray(counts["1"]), np.asarray(counts["2"])
+  assert one.sum() == two.sum() == 2 * 96
+  # The rule sees the whole batch on both (the per-class reading's means too); entropies
+  # may differ in the last float32 bits, which moves at most an example or two.
+  assert np.abs(one - two).sum() <= 4, (one, two)
