@@ -23,6 +23,7 @@ from tiny_runs import REPO_ROOT
 
 STANDARD = "--config=configs/standard.py:synthetic,smoke"
 PGD = "--config=configs/pgd_at.py:synthetic,smoke"
+ECAS = "--config=configs/ecas.py:synthetic,smoke"
 QUIET = "--config.log.progress=none"
 
 
@@ -81,6 +82,23 @@ CASES = [
           ["batch_size=33", "device count 2"],
           env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     _main("attack-steps-zero", ["--config.method.attack.num_steps=0"], ["num_steps", "0"], config=PGD),
+    _main("attack-unknown-budget", ["--config.method.attack.budget=ecs"],
+          ["method.attack.budget 'ecs'", "fixed, ecas"], config=PGD),
+    _main("ecas-unknown-reading", ["--config.method.attack.ecas.reading=batch"],
+          ["ecas.reading='batch'", "example, class"], config=ECAS),
+    _main("ecas-thresholds-swapped", ["--config.method.attack.ecas.rho_low=3"],
+          ["rho_high=2.274", "rho_low=3"], config=ECAS),
+    _main("ecas-eps-in-255ths", ["--config.method.attack.ecas.eps_list=(3,4,5)"],
+          ["ecas.eps_list=(3", "(0, 1]"], config=ECAS),
+    _main("ecas-big-outside-list", ["--config.method.attack.ecas.big=(0.5,)"],
+          ["ecas.big=(0.5,)", "subset of eps_list"], config=ECAS),
+    _main("ecas-with-ramp", ["--config.method.attack.ramp_epochs=1"],
+          ["ramp_epochs=1", "budget='ecas'"], config=ECAS),
+    _main("ecas-on-grad-align", ["--config.method.attack.budget=ecas"],
+          ["budget='ecas'", "grad_align", "valid choices: fixed"],
+          config="--config=configs/grad_align.py:synthetic,smoke"),
+    _main("ecas-svhn", [], ["svhn", "valid datasets"], config="--config=configs/ecas.py:svhn"),
+    _main("ecas-unknown-variant", [], ["'mart'", "uiat"], config="--config=configs/ecas.py:mart"),
     _main("unknown-preset", [], ["smokey", "valid choices"], config="--config=configs/standard.py:smokey"),
     _main("missing-config-file", [], ["configs/nope.py", "standard.py"], config="--config=configs/nope.py"),
     _main("positional-argument", ["stray"], ["'stray'"]),

@@ -60,8 +60,26 @@ def test_pruning_leaves_the_in_memory_config_and_other_sections_alone():
   pruned = applicable_fields(full)
   assert "image_size" in full["dataset"] and "image_size" not in pruned["dataset"]
   assert "image_size" in config.dataset
-  assert {k: v for k, v in full.items() if k not in ("dataset", "model")} == {
-      k: v for k, v in pruned.items() if k not in ("dataset", "model")}
+  assert {k: v for k, v in full.items() if k not in ("dataset", "model", "method")} == {
+      k: v for k, v in pruned.items() if k not in ("dataset", "model", "method")}
+  # The method section loses only the settings of the budget role its attack does not use.
+  assert "ecas" in full["method"]["attack"] and "ecas" not in pruned["method"]["attack"]
+  del full["method"]["attack"]["ecas"]
+  assert full["method"] == pruned["method"]
+
+
+def test_the_ecas_settings_appear_only_in_an_ecas_run():
+  fixed = train_lib.config_to_dict(load_config("pgd_at", "digits"))
+  assert fixed["method"]["attack"]["budget"] == "fixed"
+  assert "ecas" not in fixed["method"]["attack"]
+  ecas = train_lib.config_to_dict(load_config("ecas", "digits"))
+  assert ecas["method"]["attack"]["budget"] == "ecas"
+  assert {"eps_list", "big", "rho_high", "rho_low", "reading", "bn_mode"} <= set(
+      ecas["method"]["attack"]["ecas"])
+  # AWP keeps the base's fields flat; UIAT over a single-step base nests them.
+  awp = train_lib.config_to_dict(load_config("awp", "digits"))
+  assert "ecas" not in awp["method"]["attack"]
+  assert "ecas" in train_lib.config_to_dict(load_config("ecas", "digits,awp"))["method"]["attack"]
 
 
 def test_a_run_restores_from_its_pruned_config_json(tmp_path):
@@ -82,3 +100,15 @@ def test_a_config_json_written_before_pruning_still_resumes(tmp_path):
   other = tiny_config("pgd_at", "synthetic", **{"dataset.num_train": 96})
   with pytest.raises(ValueError, match="dataset"):
     train_lib._check_same_run(str(tmp_path), other)
+
+
+def test_a_config_json_written_before_the_budget_field_still_resumes(tmp_path):
+  config = tiny_config("pgd_at", "synthetic")
+  old = train_lib.config_to_dict(config)
+  for field in ("budget", "final_clip_eps"):
+    del old["method"]["attack"][field]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  train_lib._check_same_run(str(tmp_path), config)   # the fixed budget, as then
+  ecas = tiny_config("pgd_at", "synthetic", **{"method.attack.budget": "ecas"})
+  with pytest.raises(ValueError, match="method.attack.budget"):
+    train_lib._check_same_run(str(tmp_path), ecas)

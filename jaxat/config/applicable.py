@@ -7,6 +7,11 @@ read: a CIFAR-10-subset run does not carry the synthetic data's image size or th
 CNN's channels. Restoring a run from its config.json (jaxat/train/restore.py) works with
 the dropped fields absent, because the data and model builders read a field only for the
 dataset or model it belongs to.
+
+Likewise an attack sub-config keeps the settings of every budget role in memory
+(`attack.ecas`, jaxat/methods/maximizer.py), and the dump keeps them only for the role the
+attack uses: a fixed-budget run has no `ecas` section. The methods read `attack.ecas` only
+when `attack.budget == 'ecas'`.
 """
 
 from __future__ import annotations
@@ -48,10 +53,41 @@ def inapplicable_model_fields(model_name: str) -> set[str]:
   return _fields_of_others(MODEL_ONLY_FIELDS, model_name)
 
 
+# Sub-configs of a budget role, kept only where `budget` names that role.
+BUDGET_ROLE_FIELDS = {"ecas": "ecas"}
+# Attack fields added with the budget-role selection, and the values that reproduce what an
+# attack sub-config written before them did (so such a run still resumes).
+ATTACK_FIELDS_ADDED = {"budget": "fixed", "final_clip_eps": 0.0}
+
+
+def _is_attack_config(section: dict) -> bool:
+  """A training attack sub-config (jaxat/methods/maximizer.py, attack_config)."""
+  return {"ramp_epochs", "init_eps", "objective", "restarts"} <= set(section)
+
+
+def drop_unused_budget_roles(section: Any) -> None:
+  """Removes, in place and at any depth (AWP's flat base fields, UIAT's base_method), the
+  budget-role sub-configs of attacks whose `budget` is another role; an attack written
+  before `budget` existed gets the fields of ATTACK_FIELDS_ADDED with their old meaning."""
+  if not isinstance(section, dict):
+    return
+  if _is_attack_config(section):
+    for field, value in ATTACK_FIELDS_ADDED.items():
+      section.setdefault(field, value)
+  if "budget" in section:
+    for role, field in BUDGET_ROLE_FIELDS.items():
+      if section["budget"] != role:
+        section.pop(field, None)
+  for value in section.values():
+    drop_unused_budget_roles(value)
+
+
 def applicable_fields(config: dict[str, Any]) -> dict[str, Any]:
   """A copy of a config as a plain dict (the content of config.json) without the dataset
-  and model fields that do not apply to its dataset and model. Other sections are kept."""
+  and model fields that do not apply to its dataset and model, and without the budget-role
+  settings its attacks do not use. Other sections are kept."""
   pruned = copy.deepcopy(config)
+  drop_unused_budget_roles(pruned.get("method"))
   dataset = pruned.get("dataset")
   if isinstance(dataset, dict) and "name" in dataset:
     for field in inapplicable_dataset_fields(dataset["name"]):

@@ -108,6 +108,8 @@ class GradAlign(Method):
   @classmethod
   def validate(cls, cfg, num_classes=None):
     validate_single_step_attack(cfg, cls.name)
+    # GradAlign builds its own FGSM step (it needs the start point for the regulariser).
+    maximizer.require_fixed_budget(cfg.attack, cls.name)
     if not cfg.align_lambda >= 0:
       raise ValueError(f"method.align_lambda must be >= 0 (0 = plain FGSM training), got "
                        f"{cfg.align_lambda}")

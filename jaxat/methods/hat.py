@@ -208,15 +208,20 @@ class HAT(Method):
                        f"of {ctx.image_shape}")
     return {"helper": {"params": helper.params, "batch_stats": helper.batch_stats}}
 
+  def count_metric_labels(self):
+    return maximizer.count_metric_labels(self.cfg.attack)
+
   def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
     cfg = self.cfg
     helper_model = self._require_helper().model
-    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key, cfg.attack, info)
+    x_adv, batch_stats, attack_metrics = maximizer.maximize(ctx, params, batch_stats, batch, key,
+                                                            cfg.attack, info)
     helper = method_state["helper"]
     helper_logits = helper_model.logits(helper["params"], helper["batch_stats"], x_adv, "eval")
     helper_labels = jnp.argmax(jax.lax.stop_gradient(helper_logits), axis=-1).astype(jnp.int32)
     x_helper = batch.images + cfg.h * (x_adv - batch.images)
-    metrics = {"helper_label_agreement": jnp.mean((helper_labels == batch.labels).astype(jnp.float32))}
+    metrics = {**attack_metrics,
+               "helper_label_agreement": jnp.mean((helper_labels == batch.labels).astype(jnp.float32))}
     prepared = {"x_adv": x_adv, "x_helper": x_helper, "helper_labels": helper_labels}
     return prepared, batch_stats, method_state, metrics
 

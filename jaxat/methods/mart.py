@@ -89,9 +89,12 @@ class MART(Method):
                        f"class), got num_classes={num_classes}")
 
   def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
-    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        self.cfg.attack, info)
-    return {"x_adv": x_adv}, batch_stats, method_state, {}
+    x_adv, batch_stats, metrics = maximizer.maximize(ctx, params, batch_stats, batch, key,
+                                                     self.cfg.attack, info)
+    return {"x_adv": x_adv}, batch_stats, method_state, metrics
+
+  def count_metric_labels(self):
+    return maximizer.count_metric_labels(self.cfg.attack)
 
   def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     cfg = self.cfg

@@ -46,9 +46,12 @@ class SingleStepAT(Method):
     validate_single_step_attack(cfg, cls.name)
 
   def prepare(self, ctx, params, batch_stats, method_state, batch, key, info):
-    x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                        self.cfg.attack, info)
-    return {"x_adv": x_adv}, batch_stats, method_state, {}
+    x_adv, batch_stats, metrics = maximizer.maximize(ctx, params, batch_stats, batch, key,
+                                                     self.cfg.attack, info)
+    return {"x_adv": x_adv}, batch_stats, method_state, metrics
+
+  def count_metric_labels(self):
+    return maximizer.count_metric_labels(self.cfg.attack)
 
   exposes_adversarial_logits = True
 

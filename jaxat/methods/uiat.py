@@ -328,6 +328,11 @@ class InverseAdversarialTraining(Method):
     probs, batch_stats = self._probs(ctx, params, batch_stats, x_inv)
     return probs, x_inv, batch_stats, universal
 
+  def count_metric_labels(self):
+    if self.base:
+      return self.base.count_metric_labels()
+    return maximizer.count_metric_labels(self.cfg.attack)
+
   def prepare(self, ctx: StepContext, params, batch_stats, method_state, batch: Batch, key, info):
     cfg = self.cfg
     epoch = info.epoch
@@ -340,8 +345,8 @@ class InverseAdversarialTraining(Method):
           ctx, params, batch_stats, method_state["base"], batch, key, info)
       x_adv = base_prepared["x_adv"]
     else:
-      x_adv, batch_stats = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
-                                                          cfg.attack, info)
+      x_adv, batch_stats, base_metrics = maximizer.maximize(ctx, params, batch_stats, batch, key,
+                                                            cfg.attack, info)
     inverse_key = jax.random.fold_in(key, 1)
     universal = method_state.get("universal")
 
