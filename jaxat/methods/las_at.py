@@ -396,7 +396,8 @@ class LASAT(Method):
     return x_adv
 
   def _prepared(self, x_adv, strategy: Strategy) -> dict:
-    prepared = {"x_adv": x_adv}
+    # 'eps' is read by no base loss; it documents the budget each x_adv was made with.
+    prepared = {"x_adv": x_adv, "eps": strategy.budget.eps}
     if strategy.beta is not None:
       prepared["beta"] = strategy.beta
     return prepared
