@@ -216,6 +216,7 @@ def test_one_and_two_devices_agree():
     ("synthetic,smoke", {"method.strategy.update_branch": "if"}, "valid choices: cond, where"),
     ("synthetic,smoke", {"method.base.name": "mart"}, "method.base.name='mart' is invalid"),
     ("synthetic,smoke,trades", {"method.strategy.beta": ()}, "method.strategy.beta=()"),
+    ("synthetic,smoke", {"method.strategy.reward.measure": "acc"}, "valid choices: accuracy, loss"),
 ])
 def test_bad_config_fails_in_one_line(arg, overrides, message):
   with pytest.raises(ValueError) as err:

@@ -82,6 +82,8 @@ VARIANTS = {PGDAT.name: "las_pgd_at", TRADES.name: "las_trades", AWP.name: "las_
 HEADS = ("eps", "steps", "step_size", "beta")
 UPDATE_BRANCHES = ("cond", "where")
 BACKBONES = ("resnet18", "small")
+REWARD_MEASURES = ("accuracy", "loss")
+REWARD_BN_MODES = ("train", "eval")
 
 # fold_in constants of the sub-uses of the prepare key.
 _POLICY_SAMPLE, _POLICY_ATTACK, _REWARD_PGD, _LOOKAHEAD, _TARGET_SAMPLE, _TARGET_ATTACK = range(6)
@@ -94,11 +96,17 @@ def reward_config(c2: float, c3: float, attack_clip: float = 10.0, piece_clip: f
                   restarts: int = 2, lookahead_weight_decay: float = 5e-4
                   ) -> ml_collections.ConfigDict:
   """R = clip(R1) + clip(c2·robust acc of θ′) + clip(c3·clean acc of θ′); the PGD of R2 has
-  radius `eps`, `num_steps` steps of `step_size` (pixel units) and `restarts` restarts."""
+  radius `eps`, `num_steps` steps of `step_size` (pixel units) and `restarts` restarts.
+
+  measure: 'accuracy' (official code) | 'loss' (the paper's L2, L3: −CE of θ′ on the PGD
+  examples / on the clean batch, in place of the accuracies).
+  bn_mode: BatchNorm mode of θ′ during the reward PGD: 'train' (official: running
+  statistics updated and read by the eval-mode measurements) | 'eval'.
+  """
   return ml_collections.ConfigDict(dict(
       c2=float(c2), c3=float(c3), attack_clip=float(attack_clip), piece_clip=float(piece_clip),
       eps=float(eps), step_size=float(step_size), num_steps=int(num_steps), restarts=int(restarts),
-      lookahead_weight_decay=float(lookahead_weight_decay)))
+      lookahead_weight_decay=float(lookahead_weight_decay), measure="accuracy", bn_mode="train"))
 
 
 def policy_optimizer_config(lr: float = 1e-4, momentum: float = 0.0, weight_decay: float = 0.0,
@@ -188,6 +196,10 @@ def validate_strategy(s: ml_collections.ConfigDict, variant: str) -> None:
   for name in ("num_steps", "restarts"):
     if isinstance(r[name], bool) or not isinstance(r[name], int) or r[name] < 1:
       _fail(f"strategy.reward.{name}", r[name], "an integer >= 1")
+  if r.measure not in REWARD_MEASURES:
+    _fail("strategy.reward.measure", r.measure, ", ".join(REWARD_MEASURES))
+  if r.bn_mode not in REWARD_BN_MODES:
+    _fail("strategy.reward.bn_mode", r.bn_mode, ", ".join(REWARD_BN_MODES))
   for name in ("attack_clip", "piece_clip", "lookahead_weight_decay"):
     if not r[name] >= 0:
       _fail(f"strategy.reward.{name}", r[name], "a number >= 0")
@@ -428,18 +440,21 @@ class LASAT(Method):
     return new_params, new_stats
 
   def lookahead_accuracies(self, ctx, params, batch_stats, batch, key):
-    """(robust, clean) accuracy of θ′: PGD in train BatchNorm mode (running statistics
-    threaded and kept, the official side effect), accuracies in eval mode."""
+    """(robust, clean) measure of θ′: PGD in `reward.bn_mode` (official 'train': running
+    statistics threaded and kept, the official side effect), then in eval mode the
+    accuracies (official) or −CE (`reward.measure='loss'`, the paper's L2, L3)."""
     r = self.cfg.strategy.reward
-    objective = maximizer.model_objective(ctx, params, batch.labels, "train",
+    objective = maximizer.model_objective(ctx, params, batch.labels, r.bn_mode,
                                           per_example_losses.cross_entropy)
     result = pgd_lib.pgd(objective, batch.images, batch.labels, key,
                          Budget(r.eps, r.step_size, r.num_steps), max_steps=r.num_steps,
                          init="uniform", early_stop=True, restarts=r.restarts,
                          evaluate_final=True, aux=batch_stats)
     stats = result.aux
-    robust = losses.accuracy(ctx.model.logits(params, stats, result.x_adv, "eval"), batch.labels)
-    clean = losses.accuracy(ctx.model.logits(params, stats, batch.images, "eval"), batch.labels)
+    measure = losses.accuracy if r.measure == "accuracy" else (
+        lambda logits, labels: -losses.cross_entropy(logits, labels))
+    robust = measure(ctx.model.logits(params, stats, result.x_adv, "eval"), batch.labels)
+    clean = measure(ctx.model.logits(params, stats, batch.images, "eval"), batch.labels)
     return robust, clean
 
   def reward(self, ctx, params, batch_stats, batch, key, info, strategy: Strategy):
