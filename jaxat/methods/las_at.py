@@ -58,7 +58,7 @@ pgd.py), so a budget never recompiles. Keys: fold_in(key, SUBKEY) per sub-use.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
