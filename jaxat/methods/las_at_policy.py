@@ -1,8 +1,7 @@
 """LAS-AT (Jia et al., CVPR 2022) policy building blocks: pure functions for the strategy
 network's REINFORCE update, the reward and the strategy histograms (docs/las_at.md).
 
-Only these pieces exist so far; the wrapper method over pgd_at / trades / awp is not yet
-written (docs/las_at.md#status).
+The method that uses them is jaxat/methods/las_at.py (docs/las_at.md#composition).
 """
 from typing import NamedTuple, Sequence
 
