@@ -353,6 +353,8 @@ class LASAT(Method):
                        f"(configs/las_at.py:<dataset>,<pgd_at|trades|awp>), not by overriding "
                        f"method.base.name")
     BASES[base.name].validate(base, num_classes)
+    # The strategy network is LAS-AT's budget role; a second one would be silently ignored.
+    maximizer.require_fixed_budget(base.attack, cls.name, "method.base.attack")
     validate_strategy(cfg.strategy, variant_of(base))
 
   def count_metric_labels(self):
