@@ -43,28 +43,16 @@ paper's own tables are not given in the spec.
   python -m jaxat.main --config=configs/awp.py:digits --workdir=runs/awp_digits
 """
 
-import importlib.util
-import os
-
-from jaxat.config import base, presets, table1_recipe
+from jaxat.config import base, config_files, presets, table1_recipe
 from jaxat.methods.awp import AWP, BASES
 
 OFFICIAL_BASES = ("pgd_at", "trades")
 
 
-def _base_config_module(name: str):
-  """configs/<name>.py, loaded by path (config files are not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"jaxat_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def wrapped_base_config(base_method: str, dataset: str, modifiers: set[str]):
   """The base method's own config file with AWP wrapped around its method sub-config."""
   arg = ",".join([dataset, *sorted(m for m in modifiers if m not in BASES)])
-  c = _base_config_module(base_method).get_config(arg)
+  c = config_files.sibling_config_module(__file__, base_method).get_config(arg)
   with c.unlocked():
     c.method = AWP.wrap_config(c.method)
   c.lock()

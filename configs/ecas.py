@@ -51,10 +51,7 @@ cores): ECAS-PGD-AT 98.33% clean / 77.78% PGD-20; PGD-AT on the same preset and 
   python -m jaxat.analyze strategy --workdir=runs/ecas_digits
 """
 
-import importlib.util
-import os
-
-from jaxat.config import presets
+from jaxat.config import config_files, presets
 
 VARIANTS = ("pgd_at", "trades", "awp", "uiat")
 DATASETS = ("digits", "synthetic", "cifar10", "cifar10_subset", "cifar100")
@@ -72,15 +69,6 @@ DIGITS_SCALE = 4
 # ECAS-AWP's fixed random-start radius and post-attack clip of δ.
 AWP_RADIUS = 8 / 255
 SEEDS = {"pgd_at": 1, "trades": 0, "awp": 1}
-
-
-def _base_config_module(name: str):
-  """configs/<name>.py, loaded by path (config files are not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"jaxat_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def parse(arg):
@@ -105,8 +93,8 @@ def parse(arg):
 def base_config(dataset: str, variant: str):
   """The base method's own config file for `dataset` (not shrunk)."""
   if variant == "awp":
-    return _base_config_module("awp").get_config(f"{dataset},pgd_at")
-  return _base_config_module(variant).get_config(dataset)
+    return config_files.sibling_config_module(__file__, "awp").get_config(f"{dataset},pgd_at")
+  return config_files.sibling_config_module(__file__, variant).get_config(dataset)
 
 
 def apply_ecas_attack(c, dataset: str, variant: str) -> None:

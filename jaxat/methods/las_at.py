@@ -316,6 +316,8 @@ class LASAT(Method):
     # with a loop as long as the largest step option.
     self.attack_cfg = ml_collections.ConfigDict(cfg.base.attack.to_dict())
     self.attack_cfg.num_steps = int(max(s.steps))
+    # LAS-AWP: generated with ε_i up to 15/255, then δ clipped to the training radius.
+    self.attack_cfg.final_clip_eps = float(s.final_eps)
 
   # -- configuration ------------------------------------------------------------------------
   @classmethod
@@ -403,10 +405,6 @@ class LASAT(Method):
       start = policy.uniform_start(key, batch.images, s.start_radius)
     x_adv, _ = maximizer.adversarial_examples(ctx, params, batch_stats, batch, key,
                                               self.attack_cfg, budget=strategy.budget, start=start)
-    if s.final_eps > 0:
-      # LAS-AWP: generated with ε_i up to 15/255, then clipped to the training radius.
-      x_adv = jnp.clip(batch.images + jnp.clip(x_adv - batch.images, -s.final_eps, s.final_eps),
-                       0.0, 1.0)
     return x_adv
 
   def _prepared(self, x_adv, strategy: Strategy) -> dict:
