@@ -2,7 +2,7 @@ r"""ECAS (Zhang et al., BMVC 2023): entropy-guided cyclical per-example ε plugg
 TRADES, AWP or UIAT (docs/ecas.md).
 
 `--config=configs/ecas.py:<dataset>,<variant>[,smoke]`: dataset digits (default),
-synthetic, cifar10, cifar10_subset, cifar100 (svhn is refused: the official code has no
+synthetic, cifar10, cifar10_subset, cifar100, tiny_imagenet (svhn is refused: the official code has no
 SVHN recipe); variant pgd_at (default, ECAS-PGD-AT), trades (ECAS-TRADES), awp
 (ECAS-AWP over PGD-AT), uiat (ECAS+UIAT: UIAT's recipe with the ECAS budget on its
 attack, a combination no published code runs). Each variant starts from the base method's
@@ -26,6 +26,14 @@ AWP normalises CIFAR-10 inputs inside the model; for PGD-AT and TRADES the recip
 feeds raw [0,1] inputs (no normalisation, as TRADES). Not reproduced: ECAS-AWP's CIFAR-10
 entropy on un-normalised inputs, and the first batch of each epoch ≥ 1 running in eval mode.
 
+tiny_imagenet (variants pgd_at, trades, awp): the official ECAS code has no Tiny-ImageNet
+script, so this is jaxat's transfer of the variant's CIFAR-100 recipe above (option set,
+CIFAR-100 thresholds 4.582/3.35 nats, attack, loss, epochs, schedule, seed, whole test split
+monitored) with two changes: PreAct ResNet-18 without the final BN (LAS-AT's Tiny-ImageNet
+classifier, the usual 64×64 architecture; WRN-34-10 would cost 4× its CIFAR time) and the
+labelled val split as test split. Augmentation is the CIFAR crop 4 + flip. Inputs are raw
+[0,1] for pgd_at / trades and normalised with the Tiny-ImageNet statistics for awp.
+
 cifar10_subset, digits, synthetic: the base method's recipe for that dataset with the ECAS
 attack and loss of the variant, and CIFAR-10's thresholds (these datasets have 10
 classes). On digits, whose threat model is 32/255 (jaxat/config/presets.py), every ε of
@@ -47,6 +55,8 @@ cores): ECAS-PGD-AT 98.33% clean / 77.78% PGD-20; PGD-AT on the same preset and 
       --config.dataset.data_dir=/path/to/cifar
   python -m jaxat.main --config=configs/ecas.py:cifar100,awp --workdir=runs/ecas_awp_c100 \
       --config.dataset.data_dir=/path/to/cifar
+  python -m jaxat.main --config=configs/ecas.py:tiny_imagenet,pgd_at --workdir=runs/ecas_tin \
+      --config.dataset.data_dir=/path/to/folder_holding_tiny-imagenet-200
   python -m jaxat.main --config=configs/ecas.py:digits --workdir=runs/ecas_digits
   python -m jaxat.analyze strategy --workdir=runs/ecas_digits
 """
@@ -54,7 +64,7 @@ cores): ECAS-PGD-AT 98.33% clean / 77.78% PGD-20; PGD-AT on the same preset and 
 from jaxat.config import config_files, presets
 
 VARIANTS = ("pgd_at", "trades", "awp", "uiat")
-DATASETS = ("digits", "synthetic", "cifar10", "cifar10_subset", "cifar100")
+DATASETS = ("digits", "synthetic", "cifar10", "cifar10_subset", "cifar100", presets.TINY_IMAGENET)
 # Option sets (k for k/255) and big subsets of the official code.
 OPTION_SETS = {
     "pgd_at": (tuple(range(3, 13)), (10, 11, 12)),
@@ -64,6 +74,10 @@ OPTION_SETS = {
 # Entropy thresholds (ρ_high, ρ_low) in nats, hard-coded constants of the official code.
 THRESHOLDS = {"cifar10": (2.274, 1.3), "cifar100": (4.582, 3.35)}
 OFFICIAL_DATASETS = ("cifar10", "cifar100")
+# Tiny-ImageNet: no official ECAS script; the CIFAR-100 recipe (thresholds included) is
+# transferred with PreAct ResNet-18 (module docstring). UIAT has no Tiny-ImageNet recipe.
+TINY_IMAGENET_BASE = "cifar100"
+TINY_IMAGENET_VARIANTS = ("pgd_at", "trades", "awp")
 # The digits threat model is 32/255 instead of 8/255: the option set is scaled with it.
 DIGITS_SCALE = 4
 # ECAS-AWP's fixed random-start radius and post-attack clip of δ.
@@ -86,12 +100,21 @@ def parse(arg):
   if len(datasets) > 1 or len(variants) > 1:
     raise ValueError(f"config arg names several datasets or variants {datasets + variants}; give "
                      f"at most one of {', '.join(DATASETS)} and one of {', '.join(VARIANTS)}")
-  return (datasets[0] if datasets else "digits", variants[0] if variants else "pgd_at",
-          "smoke" in tokens)
+  dataset, variant = datasets[0] if datasets else "digits", variants[0] if variants else "pgd_at"
+  if dataset == presets.TINY_IMAGENET and variant not in TINY_IMAGENET_VARIANTS:
+    raise ValueError(f"configs/ecas.py has no tiny_imagenet preset for variant {variant!r} (UIAT "
+                     f"has no Tiny-ImageNet recipe); valid variants: "
+                     f"{', '.join(TINY_IMAGENET_VARIANTS)}")
+  return dataset, variant, "smoke" in tokens
 
 
 def base_config(dataset: str, variant: str):
-  """The base method's own config file for `dataset` (not shrunk)."""
+  """The base method's own config file for `dataset` (not shrunk); for tiny_imagenet the
+  CIFAR-100 one with the dataset switched."""
+  if dataset == presets.TINY_IMAGENET:
+    c = base_config(TINY_IMAGENET_BASE, variant)
+    presets.apply_dataset(c, dataset)
+    return c
   if variant == "awp":
     return config_files.sibling_config_module(__file__, "awp").get_config(f"{dataset},pgd_at")
   return config_files.sibling_config_module(__file__, variant).get_config(dataset)
@@ -101,7 +124,8 @@ def apply_ecas_attack(c, dataset: str, variant: str) -> None:
   """attack.budget = 'ecas' with the variant's option set and the dataset's thresholds."""
   eps_list, big = OPTION_SETS["pgd_at" if variant == "uiat" else variant]
   scale = DIGITS_SCALE if dataset == "digits" else 1
-  rho_high, rho_low = THRESHOLDS.get(dataset, THRESHOLDS["cifar10"])
+  threshold_dataset = TINY_IMAGENET_BASE if dataset == presets.TINY_IMAGENET else dataset
+  rho_high, rho_low = THRESHOLDS.get(threshold_dataset, THRESHOLDS["cifar10"])
   attack = c.method.attack
   attack.budget = "ecas"
   attack.ecas.update(eps_list=tuple(scale * k / 255 for k in eps_list),
@@ -111,7 +135,7 @@ def apply_ecas_attack(c, dataset: str, variant: str) -> None:
   if variant == "uiat":
     return   # UIAT's own attack (uniform start, CE, train-mode BatchNorm) keeps its settings
   attack.update(bn_mode="eval", init="uniform", objective="ce", init_eps=0.0)
-  if variant == "trades" and dataset == "cifar100":
+  if variant == "trades" and dataset in ("cifar100", presets.TINY_IMAGENET):
     # ECAS-TRADES on CIFAR-100 keeps TRADES' own attack; on CIFAR-10 it attacks with CE.
     attack.update(objective="kl", init="normal")
   if variant == "awp":
@@ -156,8 +180,10 @@ def get_config(arg=None):
   c = base_config(dataset, variant)
   apply_ecas_attack(c, dataset, variant)
   apply_ecas_losses(c, variant)
-  if dataset in OFFICIAL_DATASETS and variant != "uiat":
+  if dataset in OFFICIAL_DATASETS + (presets.TINY_IMAGENET,) and variant != "uiat":
     apply_official_recipe(c, dataset, variant)
+  if dataset == presets.TINY_IMAGENET:
+    c.model.update(name="preact_resnet18", final_bn=False)
   if smoke:
     presets.apply_smoke(c)
   c.lock()

@@ -1,7 +1,7 @@
 r"""LAS-AT (Jia et al., CVPR 2022): adversarial training with a learnable attack strategy.
 
 Presets (`--config=configs/las_at.py:<dataset>,<variant>`): dataset ∈ cifar10, cifar100,
-cifar10_subset, digits (default), synthetic; variant ∈ pgd_at (default, LAS-PGD-AT), trades
+tiny_imagenet (variants pgd_at and trades), cifar10_subset, digits (default), synthetic; variant ∈ pgd_at (default, LAS-PGD-AT), trades
 (LAS-TRADES), awp (LAS-AWP: AWP over PGD-AT); add `smoke` to shrink everything to seconds
 (small strategy backbone, short attacks). The strategy network's settings are
 `method.strategy.*`, the base method's `method.base.*` (docs/las_at.md).
@@ -23,6 +23,19 @@ las_at_policy.py OPTION_SETS), policy SGD lr 1e-4 with gradient-norm clip 1.
   c3 = 2, policy momentum 0.9; policy lr ×0.1 at 50% and ×0.01 at 75%.
 Per-epoch monitor: PGD-10 (2/255) on the first 1000 test images; the final model is
 reported (the official best checkpoint is chosen on the test set, which jaxat never does).
+tiny_imagenet — the official LAS_AT_train_TinyImageNet.py / LAS_Trades_train_TinyImageNet.py
+with the README commands: PreAct ResNet-18 without the final BN (200 classes, 64×64 inputs),
+raw [0,1] inputs, no augmentation (the official loader only converts to RGB), SGD momentum
+0.9, wd 5e-4, batch 128, gradient norm clipped to 10, 110 epochs, lr 0.1 ×0.1 at 99/110 and
+104/110 (pgd_at) or at 75% and 90% (trades) of the iterations; policy SGD lr 1e-4 without
+momentum or weight decay, updated every step (interval 1), its lr decayed at the same
+milestones. pgd_at: the CIFAR-10 option sets, label-smoothed CE with true-class mass 0.8,
+c2 = 4, c3 = 2. trades: the CIFAR-100 option sets (ε 5…10), c2 = 8, c3 = 2, rewards clipped at
+20. Monitor: PGD-10 (2/255) on the whole 10000-image val split, which is the test split.
+Not reproduced: the official Tiny strategy net and classifier flatten a 2×2 grid of 512
+features (2048-d, avg-pool 4 on 8×8 maps); jaxat pools globally (512-d). awp is refused:
+LAS-AWP on Tiny-ImageNet has no README command and its script's defaults (AWP warm-up 10,
+interval 10, ε 7…14) are not established as the paper setting.
 cifar10_subset — the cifar10 settings of the variant with ResNet-18 and the shared 30-epoch
 subset budget. digits — the small-CNN digits recipe (ε 32/255): every ε and α option, the
 reward PGD and LAS-AWP's final clip ×4 (32/255 for 8/255), small strategy backbone,
@@ -42,6 +55,8 @@ CIFAR-100 (Table 3): LAS-PGD-AT 61.80 / 33.45 / 32.77 / 32.54 / 31.12 / 29.03; L
       --config.dataset.data_dir=/path/to/cifar
   python -m jaxat.main --config=configs/las_at.py:cifar10,awp --workdir=runs/las_awp_c10 \
       --config.dataset.data_dir=/path/to/cifar
+  python -m jaxat.main --config=configs/las_at.py:tiny_imagenet --workdir=runs/las_pgd_at_tin \
+      --config.dataset.data_dir=/path/to/folder_holding_tiny-imagenet-200
   python -m jaxat.main --config=configs/las_at.py:digits --workdir=runs/las_digits
   python -m jaxat.analyze strategy --workdir=runs/las_digits
 """
@@ -50,7 +65,9 @@ from jaxat.config import base, presets
 from jaxat.methods.las_at import LASAT, VARIANTS, official_strategy
 
 VARIANT_TOKENS = ("pgd_at", "trades", "awp")
-DATASETS = ("cifar10", "cifar100", "cifar10_subset", "digits", "synthetic")
+DATASETS = ("cifar10", "cifar100", presets.TINY_IMAGENET, "cifar10_subset", "digits",
+            "synthetic")
+TINY_IMAGENET_VARIANTS = ("pgd_at", "trades")
 # Official values are for 8/255; digits' threat model is 32/255.
 DIGITS_SCALE = presets.DIGITS_EPS / (8 / 255)
 
@@ -79,6 +96,31 @@ def apply_official_recipe(c, variant: str, dataset: str) -> None:
       c.augment.padding_mode = "reflect"
 
 
+def apply_tiny_imagenet_recipe(c, variant: str) -> None:
+  """LAS_AT_train_TinyImageNet.py / LAS_Trades_train_TinyImageNet.py with the README commands
+  (module docstring): the classifier's recipe, then the strategy settings that differ from
+  the CIFAR option-set defaults."""
+  c.seed = 0
+  c.model.update(name="preact_resnet18", final_bn=False, normalization="none")
+  c.augment.update(crop_padding=0, flip=False)   # the official loader: ToTensor only
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  c.optimizer.update(momentum=0.9, nesterov=False, weight_decay=5e-4, grad_clip_norm=10.0)
+  c.dataset.val_size = 0
+  c.eval.update(eps=8 / 255, step_size=2 / 255, pgd_steps=10, num_test_examples=0)
+  c.num_epochs = 110
+  boundaries = (99 / 110, 104 / 110) if variant == "pgd_at" else (0.75, 0.9)
+  c.schedule.update(name="multistep", lr_max=0.1, boundaries=boundaries, decay_factor=0.1,
+                    per_epoch=False)
+  strategy = c.method.strategy
+  strategy.interval = 1
+  strategy.optimizer.update(momentum=0.0, weight_decay=0.0, boundaries=boundaries)
+  if variant == "pgd_at":
+    c.method.base.label_smoothing = 0.8
+  else:
+    strategy.reward.update(c2=8.0, c3=2.0)
+
+
 def scale_budget(strategy, factor: float) -> None:
   """Multiplies every radius and step size of the strategy by `factor`."""
   strategy.eps = tuple(v * factor for v in strategy.eps)
@@ -102,7 +144,8 @@ def apply_smoke_strategy(strategy) -> None:
 
 
 def get_config(arg=None):
-  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=VARIANT_TOKENS)
+  dataset, modifiers = presets.parse_arg(arg, extra_modifiers=VARIANT_TOKENS,
+                                         extra_datasets=(presets.TINY_IMAGENET,))
   if dataset not in DATASETS:
     raise ValueError(f"configs/las_at.py has no preset for dataset {dataset!r}; valid choices: "
                      f"{', '.join(DATASETS)}")
@@ -111,7 +154,13 @@ def get_config(arg=None):
     raise ValueError(f"config arg names several LAS-AT variants {variants}; give at most one of "
                      f"{', '.join(VARIANT_TOKENS)}")
   variant = variants[0] if variants else "pgd_at"
-  option_dataset = "cifar100" if dataset == "cifar100" else "cifar10"
+  if dataset == presets.TINY_IMAGENET and variant not in TINY_IMAGENET_VARIANTS:
+    raise ValueError(f"configs/las_at.py has no tiny_imagenet preset for variant {variant!r}: the "
+                     "official LAS-AWP Tiny-ImageNet setting is not established (no README "
+                     f"command); valid variants: {', '.join(TINY_IMAGENET_VARIANTS)}")
+  # Tiny-ImageNet's README option sets are CIFAR-10's for LAS-PGD-AT, CIFAR-100's for LAS-TRADES.
+  option_dataset = ("cifar100" if dataset == "cifar100"
+                    or (dataset == presets.TINY_IMAGENET and variant == "trades") else "cifar10")
   c = base.base_config("las_at")
   c.method = LASAT.default_config(variant, option_dataset)
   presets.apply_dataset(c, dataset)
@@ -121,6 +170,8 @@ def get_config(arg=None):
     if dataset == "cifar10_subset":
       c.model.update(name="resnet18", normalization="none")
       presets.apply_subset_budget(c)
+  elif dataset == presets.TINY_IMAGENET:
+    apply_tiny_imagenet_recipe(c, variant)
   elif dataset == "digits":
     presets.apply_digits_recipe(c)
     scale_budget(strategy, DIGITS_SCALE)

@@ -23,6 +23,7 @@ from typing import Any
 DATASET_ONLY_FIELDS = {
     "synthetic": ("num_train", "num_test", "image_size", "channels", "num_classes"),
     "npz": ("test_size",),
+    "tiny_imagenet": ("cache_dir",),
 }
 # The generated datasets need no files, so where to find them does not apply.
 GENERATED_DATASETS = ("digits", "synthetic")

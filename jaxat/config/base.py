@@ -31,6 +31,7 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
       max_train=0,          # 0 = all; else keep the first N training examples
       max_test=0,           # 0 = all; else keep the first N test examples
       test_size=1000,       # npz only: test examples carved when the file has none
+      cache_dir="",         # tiny_imagenet only: folder of the decoded-JPEG cache ('' = data folder)
       # synthetic only:
       num_train=512, num_test=128, image_size=8, channels=1, num_classes=10,
   ))

@@ -13,6 +13,9 @@ import ml_collections
 
 DATASET_TOKENS = ("digits", "synthetic", "cifar10", "cifar10_subset", "cifar100", "svhn")
 MODIFIER_TOKENS = ("smoke",)
+# Accepted only by the config files with a Tiny-ImageNet recipe (configs/ecas.py, las_at.py),
+# which pass it to parse_arg as an extra dataset token.
+TINY_IMAGENET = "tiny_imagenet"
 
 # The threat model of the digits presets (see apply_digits_recipe), in [0,1] pixel units.
 DIGITS_EPS = 32 / 255
@@ -23,22 +26,25 @@ CIFAR10_SUBSET_PATH = os.path.normpath(os.path.join(
     "cifar10_train_subset.npz"))
 
 
-def parse_arg(arg: str | None, extra_modifiers: tuple[str, ...] = ()) -> tuple[str, set[str]]:
+def parse_arg(arg: str | None, extra_modifiers: tuple[str, ...] = (),
+              extra_datasets: tuple[str, ...] = ()) -> tuple[str, set[str]]:
   """Splits the config arg into (dataset token, set of modifiers); validates both.
 
   `extra_modifiers` are tokens only one config file understands (configs/uiat_oneoff.py:
-  fgsm_rs, n_fgsm); other config files reject them.
+  fgsm_rs, n_fgsm); other config files reject them. `extra_datasets` likewise are dataset
+  tokens only some config files have a recipe for (TINY_IMAGENET).
   """
   tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
   modifiers = MODIFIER_TOKENS + tuple(extra_modifiers)
-  valid = DATASET_TOKENS + modifiers
+  dataset_tokens = DATASET_TOKENS + tuple(extra_datasets)
+  valid = dataset_tokens + modifiers
   unknown = [t for t in tokens if t not in valid]
   if unknown:
     raise ValueError(f"unknown config arg token(s) {unknown}; valid choices: {', '.join(valid)}")
-  datasets = [t for t in tokens if t in DATASET_TOKENS]
+  datasets = [t for t in tokens if t in dataset_tokens]
   if len(datasets) > 1:
     raise ValueError(f"config arg names several datasets {datasets}; give at most one of "
-                     f"{', '.join(DATASET_TOKENS)}")
+                     f"{', '.join(dataset_tokens)}")
   return (datasets[0] if datasets else "digits"), {t for t in tokens if t in modifiers}
 
 
@@ -65,6 +71,11 @@ def apply_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
   elif dataset == "svhn":
     d.name = "svhn"
     c.augment.update(crop_padding=4, padding_mode="zero", flip=False)  # SVHN: crop only
+  elif dataset == TINY_IMAGENET:
+    # 64x64x3, 200 classes (jaxat/data/tiny_imagenet.py); the CIFAR crop + flip by default,
+    # a recipe without augmentation (LAS-AT's) turns it off.
+    d.name = TINY_IMAGENET
+    c.augment.update(crop_padding=4, padding_mode="zero", flip=True)
   else:
     raise ValueError(f"unknown dataset token {dataset!r}; valid choices: {', '.join(DATASET_TOKENS)}")
 

@@ -1,6 +1,7 @@
 """Data: datasets in host memory (uint8 NHWC) and on-device augmentation.
 
-  load_dataset      config -> DatasetSplits (digits, synthetic, CIFAR-10/100, SVHN, npz)
+  load_dataset      config -> DatasetSplits (digits, synthetic, CIFAR-10/100, SVHN, npz,
+                    Tiny-ImageNet)
   split_validation  a seeded held-out validation split of the training set
   augment_batch     random crop + flip, pure JAX
 """

@@ -7,6 +7,10 @@ Dataset names and where their pixels come from:
              the original archives' files in data_dir (source='files'), a prepared
              TFDS directory (source='tfds'), or whichever is present (source='auto').
   npz        a .npz file or a folder of train.npz / test.npz (source 'files'/'auto').
+  tiny_imagenet
+             the folder tiny-imagenet-200.zip extracts to (source 'files'/'auto'; TFDS
+             has no Tiny-ImageNet builder), decoded once into a cached .npz
+             (jaxat/data/tiny_imagenet.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from jaxat.data.npz_arrays import load_npz
 from jaxat.data.svhn_mat import SVHN_LAYOUT, load_svhn_folder
 from jaxat.data.synthetic import make_synthetic_splits
 from jaxat.data.tfds_source import build_instructions, load_tfds, tfds_dataset_path
+from jaxat.data.tiny_imagenet import (
+    DOWNLOAD_HINT as TINY_IMAGENET_DOWNLOAD_HINT,
+    TINY_IMAGENET_LAYOUT,
+    load_tiny_imagenet_folder,
+)
 from jaxat.data.types import DatasetSplits
 
 
@@ -63,9 +72,14 @@ ORIGINAL_FILES = {
         "download train_32x32.mat and test_32x32.mat from "
         "http://ufldl.stanford.edu/housenumbers/ into data_dir",
     ),
+    "tiny_imagenet": OriginalFiles(
+        TINY_IMAGENET_LAYOUT, load_tiny_imagenet_folder, TINY_IMAGENET_DOWNLOAD_HINT,
+    ),
 }
 
-DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "svhn", "npz")
+DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "svhn", "npz", "tiny_imagenet")
+# Datasets read from their original files only: no TFDS builder exists for them.
+FILES_ONLY = ("npz", "tiny_imagenet")
 SOURCES = ("auto", "tfds", "files")
 
 
@@ -79,10 +93,16 @@ def _validated_source(name: str, source: Any) -> str:
     raise ValueError(
         "dataset 'npz' is read from files only; set source to 'files' or 'auto'"
     )
+  if name == "tiny_imagenet" and source == "tfds":
+    raise ValueError(
+        "dataset 'tiny_imagenet' has no TFDS builder (TensorFlow Datasets 4.9 lists none); "
+        "set source to 'files' or 'auto' and data_dir to the folder holding the extracted "
+        "tiny-imagenet-200/"
+    )
   return source
 
 
-def _load_from_files(name: str, data_dir: str) -> DatasetSplits:
+def _load_from_files(name: str, data_dir: str, **options: Any) -> DatasetSplits:
   files = ORIGINAL_FILES[name]
   if not data_dir:
     raise ValueError(
@@ -95,12 +115,13 @@ def _load_from_files(name: str, data_dir: str) -> DatasetSplits:
         f"original {name} files not found: {files.layout.describe_search(data_dir)}. "
         f"To provide them, {files.download_hint}"
     )
-  return files.load_folder(folder, name=name)
+  return files.load_folder(folder, name=name, **options)
 
 
-def _load_public(name: str, source: str, data_dir: str) -> DatasetSplits:
-  if source == "files":
-    return _load_from_files(name, data_dir)
+def _load_public(name: str, source: str, data_dir: str, **options: Any) -> DatasetSplits:
+  """`options` are extra keyword arguments of the dataset's folder reader (cache_dir)."""
+  if source == "files" or (source == "auto" and name in FILES_ONLY):
+    return _load_from_files(name, data_dir, **options)
   if source == "tfds":
     return load_tfds(name, data_dir)
   # source == 'auto': original files take precedence because reading them needs
@@ -108,7 +129,7 @@ def _load_public(name: str, source: str, data_dir: str) -> DatasetSplits:
   files = ORIGINAL_FILES[name]
   folder = files.layout.find_folder(data_dir)
   if folder is not None:
-    return files.load_folder(folder, name=name)
+    return files.load_folder(folder, name=name, **options)
   try:
     return load_tfds(name, data_dir)
   except FileNotFoundError as error:
@@ -133,6 +154,8 @@ def load_dataset(cfg: Any) -> DatasetSplits:
       num_train, num_test, image_size, channels, num_classes: ints, read only by
         'synthetic'.
       test_size: int, read only by 'npz' when the data has no test arrays.
+      cache_dir: str, read only by 'tiny_imagenet': folder of the decoded-array cache,
+        '' = the dataset folder.
 
   Returns:
     DatasetSplits named cfg.name, images uint8 NHWC 0..255, labels int32.
@@ -160,4 +183,7 @@ def load_dataset(cfg: Any) -> DatasetSplits:
   data_dir = cfg.data_dir or ""
   if name == "npz":
     return load_npz(data_dir, cfg.test_size, name=name)
+  if name == "tiny_imagenet":
+    # getattr: a config.json written before the field existed restores without it.
+    return _load_public(name, source, data_dir, cache_dir=getattr(cfg, "cache_dir", "") or "")
   return _load_public(name, source, data_dir)
