@@ -207,3 +207,30 @@ def test_config_json_has_no_extra_section_without_extra_data():
   from jaxat.train.train import config_to_dict
   dumped = config_to_dict(tiny_config("pgd_at"))
   assert "extra" not in dumped["dataset"] and dumped["dataset"]["placement"] == "device"
+
+
+TWO_DEVICE_LAYOUT = """
+import json, os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+import jax, numpy as np
+from tiny_runs import tiny_config
+from jaxat.train.experiment import build_experiment, host_batcher
+assert jax.device_count() == 2, jax.devices()
+exp = build_experiment(tiny_config("pgd_at", **{
+    "num_devices": 2, "dataset.placement": "host", "dataset.extra.path": sys.argv[1],
+    "dataset.extra.fraction": 0.25}))
+batch = host_batcher(exp).build(3)
+print(json.dumps([(np.asarray(s.data) >= exp.ctx.num_train).astype(int).tolist()
+                  for s in batch.inputs[2].addressable_shards]))
+"""
+
+
+@pytest.mark.slow
+def test_each_device_shard_holds_its_share_of_original_and_extra_examples(tmp_path):
+  path = tmp_path / "ddpm.npz"
+  _write_extra(path)
+  proc = run_cli(["-c", TWO_DEVICE_LAYOUT, str(path)], env_extra={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # Batch 32, 8 extra: each of the 2 shards holds 12 original then 4 extra examples.
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[0] * 12 + [1] * 4] * 2

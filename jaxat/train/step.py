@@ -1,7 +1,7 @@
 """The jitted training step: batch formation, augmentation, the method's two phases, the
 optimiser update and on-device metric accumulation, compiled once for the whole run.
 
-Two input placements (`dataset.placement`, docs/scaling.md#host-streamed-input):
+Two input placements (`dataset.placement`, docs/scaling.md#host-streamed-input-and-extra-data):
 
 `train_step(state, sums, train_images, train_labels, permutation) -> (state, sums)` ('device')
 - train_images: (N,H,W,C) uint8, device-resident and replicated; train_labels (N,) int32.
