@@ -28,7 +28,6 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jaxat.data.extra_arrays import extra_per_batch  # noqa: F401 (re-exported)
 from jaxat.data.types import ArrayDataset
 from jaxat.train import keys, sharding
 
