@@ -196,3 +196,23 @@ def test_bad_input_is_one_line_on_every_process_before_writing(tmp_path):
     assert returncode == 2, stderr[-3000:]
     assert "batch_size=6 is not divisible by the device count 4" in stderr
   assert not workdir.exists()
+
+
+def test_host_placement_each_process_reads_its_own_rows_and_trains_the_same_bits(
+    tmp_path, straight_runs):
+  """dataset.placement='host' (docs/scaling.md#host-streamed-input-and-extra-data): each of
+  the 2 processes gathers the half of every global batch that lands on its device (counted
+  by the batcher, reported in results.json), and the run equals the device-placement run
+  of 1 process x 2 devices bit for bit."""
+  single, _, _ = straight_runs
+  workdir = tmp_path / "host"
+  outcomes = _finish(_start_processes(workdir, devices=1,
+                                      extra=["--config.dataset.placement=host"]))
+  for returncode, _, stderr in outcomes:
+    assert returncode == 0, stderr[-3000:]
+  a, b = _read_json(workdir / "results.json"), _read_json(single / "results.json")
+  assert a["fingerprint"] == b["fingerprint"]
+  assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
+  half = 16 // 2  # batch_size 16 over 2 devices, one per process
+  assert a["host_input"] == {"rows_read_by_process": [half * TOTAL_STEPS] * 2,
+                             "steps": TOTAL_STEPS}

@@ -57,14 +57,25 @@ def run_until_sigterm(args: list[str], env: dict) -> tuple[int, str]:
 
 def train_all_epochs(config: ml_collections.ConfigDict):
   """The engine's compiled step over every epoch (no evaluation, no checkpoints); returns
-  (experiment, final state, metric sums on the host)."""
+  (experiment, final state, metric sums on the host). Follows dataset.placement."""
   import jax
-  from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,
-                                      put_train_data)
+  from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, host_batcher,
+                                      init_state, put_train_data)
   from jaxat.train import sharding
   from jaxat.train.step import init_sums, make_train_step, metric_shapes
   exp = build_experiment(config)
   state = init_state(exp)
+  if exp.placement == "host":
+    batcher = host_batcher(exp)
+    step, step_fn = make_train_step(
+        exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
+        sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows), placement="host")
+    sums = init_sums(metric_shapes(step_fn, state, *batcher.input_specs()), state.step.sharding)
+    for t in range(exp.total_steps):
+      state, sums = step(state, sums, *batcher.inputs(t))
+      if t + 1 < exp.total_steps:
+        batcher.prefetch(t + 1)
+    return exp, state, jax.device_get(sums)
   images, labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
   step, step_fn = make_train_step(

@@ -93,6 +93,8 @@ def applicable_fields(config: dict[str, Any]) -> dict[str, Any]:
   if isinstance(dataset, dict) and "name" in dataset:
     for field in inapplicable_dataset_fields(dataset["name"]):
       dataset.pop(field, None)
+  if isinstance(dataset, dict) and not (dataset.get("extra") or {}).get("path"):
+    dataset.pop("extra", None)   # the extra-data section only when a run uses it
   model = pruned.get("model")
   if isinstance(model, dict) and "name" in model:
     for field in inapplicable_model_fields(model["name"]):

@@ -35,6 +35,16 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
       # synthetic only:
       num_train=512, num_test=128, image_size=8, channels=1, num_classes=10,
   ))
+  # Where the training set lives while training (docs/scaling.md#host-streamed-input-and-extra-data):
+  # 'device' = whole on every device; 'host' = in host memory, each step's batch built on
+  # the host (each process gathering its own devices' rows). The same bits either way.
+  c.dataset.placement = "device"
+  # Extra examples mixed into every batch (e.g. DDPM-generated CIFAR-10): an uncompressed
+  # .npz (or a folder of .npy files), memory-mapped; needs placement='host'.
+  c.dataset.extra = ml_collections.ConfigDict(dict(
+      path="",              # '' = no extra data
+      fraction=0.0,         # share of each global batch taken from it, in [0, 1)
+  ))
   c.augment = ml_collections.ConfigDict(dict(crop_padding=1, padding_mode="zero", flip=False))
   c.model = ml_collections.ConfigDict(dict(
       name="small_cnn", activation="relu", normalization="none", final_bn=True,

@@ -71,6 +71,57 @@ def validate_guard_config(cfg: ml_collections.ConfigDict) -> None:
             note="an accuracy gap: 0.1 = 10 points; 1 turns the gap rule off")
 
 
+PLACEMENTS = ("device", "host")
+
+
+def input_placement(dataset: ml_collections.ConfigDict) -> str:
+  """dataset.placement; 'device' for a config.json written before the field existed."""
+  return dataset.get("placement", "device")
+
+
+def extra_settings(dataset: ml_collections.ConfigDict) -> tuple[str, float]:
+  """(dataset.extra.path, dataset.extra.fraction); ('', 0.0) when the section is absent (a
+  config.json of a run without extra data)."""
+  extra = dataset.get("extra")
+  if extra is None:
+    return "", 0.0
+  return extra.get("path", ""), extra.get("fraction", 0.0)
+
+
+def validate_input_placement(c: ml_collections.ConfigDict, num_devices: int) -> None:
+  """dataset.placement and dataset.extra (docs/scaling.md#host-streamed-input-and-extra-data)."""
+  from jaxat.data.extra_arrays import extra_per_batch
+  placement = input_placement(c.dataset)
+  if placement not in PLACEMENTS:
+    raise ValueError(f"unknown dataset.placement {placement!r}; valid choices: "
+                     f"{', '.join(PLACEMENTS)}")
+  path, fraction = extra_settings(c.dataset)
+  if not isinstance(path, str):
+    raise ValueError(f"dataset.extra.path must be a path (a string), got {path!r}")
+  number_in(fraction, "dataset.extra.fraction", 0.0, 1.0, high_open=True,
+            note="share of each batch from dataset.extra.path; 0 = none")
+  if not path:
+    if fraction:
+      raise ValueError(f"dataset.extra.fraction={fraction!r} needs dataset.extra.path (an "
+                       "uncompressed .npz of extra images and labels); set it, or fraction=0")
+    return
+  if placement != "host":
+    raise ValueError(f"dataset.extra.path is set but dataset.placement={placement!r}: extra "
+                     "data is gathered on the host; set dataset.placement='host'")
+  extra = extra_per_batch(fraction, c.batch_size)
+  if extra == 0:
+    raise ValueError(f"dataset.extra.fraction={fraction!r} puts no extra example into a batch "
+                     f"of {c.batch_size} (round(fraction x batch_size) = 0); raise it, or "
+                     "unset dataset.extra.path")
+  if extra % num_devices:
+    low = (extra // num_devices) * num_devices
+    high = low + num_devices
+    choices = ", ".join(f"{v}/{c.batch_size}" for v in (low, high) if 0 < v < c.batch_size)
+    raise ValueError(f"dataset.extra.fraction={fraction!r} gives {extra} extra examples per "
+                     f"batch of {c.batch_size}, not a multiple of the device count "
+                     f"{num_devices}; choose a fraction giving a multiple, e.g. {choices}")
+
+
 def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
   """Checks every field that does not need the dataset. `num_devices` is the number of
   devices the batch is sharded over."""
@@ -94,6 +145,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
                      f"count {num_devices}; choose a multiple of {num_devices}")
   for field in ("val_size", "max_train", "max_test"):
     _non_negative_int(c.dataset[field], f"dataset.{field}")
+  validate_input_placement(c, num_devices)
   if c.augment.crop_padding < 0:
     raise ValueError(f"augment.crop_padding must be >= 0, got {c.augment.crop_padding}")
   if c.augment.padding_mode not in ("zero", "reflect"):

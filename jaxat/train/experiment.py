@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxat.config.validate import FINAL_ATTACKS, validate_config
+from jaxat.config.validate import FINAL_ATTACKS, extra_settings, input_placement, validate_config
+from jaxat.data.extra_arrays import check_extra_matches, extra_per_batch, open_extra_data
 from jaxat.data.registry import load_dataset
 from jaxat.data.types import ArrayDataset, DatasetSplits
 from jaxat.data.validation import split_validation
@@ -45,6 +46,14 @@ class Experiment:
   schedule: Schedule
   tx: optax.GradientTransformation
   mesh: Any
+  # dataset.extra: the memory-mapped extra examples and how many of them each global batch
+  # holds (None, 0 without extra data); their example indices follow the training set's.
+  extra: ArrayDataset | None = None
+  extra_per_batch: int = 0
+
+  @property
+  def placement(self) -> str:
+    return input_placement(self.config.dataset)
 
   @property
   def total_steps(self) -> int:
@@ -95,10 +104,25 @@ def _validated_inputs(config: ml_collections.ConfigDict):
   test = _truncate(splits.test, config.dataset.max_test)
   get_method_class(config.method.name).validate(config.method, splits.num_classes)
   _check_multi_process_support(config)
-  if len(train) < config.batch_size:
+  extra, extra_count = _extra_data(config, splits)
+  if len(train) < config.batch_size - extra_count:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
-                     f"({len(train)} examples after the validation split); lower batch_size")
-  return num_devices, splits, train, validation, test
+                     f"({len(train)} examples after the validation split"
+                     + (f", {config.batch_size - extra_count} original per batch" if extra_count else "")
+                     + "); lower batch_size")
+  return num_devices, splits, train, validation, test, extra, extra_count
+
+
+def _extra_data(config: ml_collections.ConfigDict, splits: DatasetSplits):
+  """(memory-mapped extra data, extra examples per batch), or (None, 0) without
+  dataset.extra.path; the file is checked against the training set (ValueError)."""
+  path, fraction = extra_settings(config.dataset)
+  if not path:
+    return None, 0
+  count = extra_per_batch(fraction, config.batch_size)
+  extra = open_extra_data(path)
+  check_extra_matches(extra, path, splits.image_shape, splits.num_classes, count)
+  return extra, count
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -106,8 +130,12 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   config value, a data file) raises `UsageError` (jaxat/errors.py) naming the field or file,
   the value and the valid choices."""
   with usage_errors():
-    num_devices, splits, train, validation, test = _validated_inputs(config)
-  steps_per_epoch = len(train) // config.batch_size
+    num_devices, splits, train, validation, test, extra, extra_count = _validated_inputs(config)
+  # An epoch is a pass over the original examples; the extra ones fill the rest of a batch.
+  steps_per_epoch = len(train) // (config.batch_size - extra_count)
+  # Per-example buffers have a row for every example index: the training set's, then the
+  # extra data's (host_input: num_train + row).
+  example_count = len(train) + (0 if extra is None else len(extra))
 
   module = create_model(config.model, splits.num_classes, tuple(splits.mean), tuple(splits.std))
   # The method may wrap the classifier (Method.wrap_model, docs/architecture.md#model-hook).
@@ -116,14 +144,14 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                     image_shape=tuple(int(s) for s in train.images.shape[1:]),
                     steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs,
                     batch_size=config.batch_size,
-                    buffer_rows=-(-len(train) // num_devices) * num_devices)
+                    buffer_rows=-(-example_count // num_devices) * num_devices)
   schedule = make_schedule(config.schedule, steps_per_epoch, config.num_epochs)
   tx = make_optimizer(config.optimizer, schedule,
                       make_momentum_schedule(config.schedule, steps_per_epoch, config.num_epochs))
   mesh = sharding.make_mesh(num_devices)
   return Experiment(config=config, splits=splits, train=train, validation=validation, test=test,
                     model=model, method=create_method(config.method), ctx=ctx, schedule=schedule,
-                    tx=tx, mesh=mesh)
+                    tx=tx, mesh=mesh, extra=extra, extra_per_batch=extra_count)
 
 
 def init_state(exp: Experiment) -> TrainState:
@@ -168,3 +196,21 @@ def epoch_permutation_fn(exp: Experiment):
     return lambda epoch: jax.device_put(jitted(epoch), replicated)
   # Several processes: computed on the global mesh, replicated (the same on every device).
   return jax.jit(permutation, out_shardings=replicated)
+
+
+def host_permutation_fn(exp: Experiment):
+  """epoch -> (num_train,) int32 numpy permutation: the device path's permutation (the same
+  function of fold_in(seed, epoch), jitted on this process's default device), read back."""
+  permutation_stream = keys.stream(exp.config.seed, keys.PERMUTATION)
+  num_train = exp.ctx.num_train
+  jitted = jax.jit(lambda epoch: jax.random.permutation(
+      jax.random.fold_in(permutation_stream, epoch), num_train).astype(jnp.int32))
+  return lambda epoch: np.asarray(jitted(epoch))
+
+
+def host_batcher(exp: Experiment):
+  """The HostBatcher of a placement='host' run (jaxat/train/host_input.py)."""
+  from jaxat.train.host_input import HostBatcher
+  return HostBatcher(exp.train, host_permutation_fn(exp), exp.ctx.steps_per_epoch,
+                     exp.ctx.batch_size, exp.mesh, seed=exp.config.seed, extra=exp.extra,
+                     extra_count=exp.extra_per_batch)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import jax
 
-INIT, PERMUTATION, STEP, EVAL, VALIDATION, FINAL_EVAL, GUARD = range(7)
+INIT, PERMUTATION, STEP, EVAL, VALIDATION, FINAL_EVAL, GUARD, EXTRA = range(8)
+# EXTRA seeds numpy's generator for the extra-data rows of each step (host_input.extra_rows).
 
 
 def root_key(seed: int) -> jax.Array:

@@ -1,9 +1,17 @@
 """The jitted training step: batch formation, augmentation, the method's two phases, the
 optimiser update and on-device metric accumulation, compiled once for the whole run.
 
-`train_step(state, sums, train_images, train_labels, permutation) -> (state, sums)`
+Two input placements (`dataset.placement`, docs/scaling.md#host-streamed-input-and-extra-data):
+
+`train_step(state, sums, train_images, train_labels, permutation) -> (state, sums)` ('device')
 - train_images: (N,H,W,C) uint8, device-resident and replicated; train_labels (N,) int32.
 - permutation: (N,) int32, the epoch's order, from fold_in(seed, epoch).
+
+`train_step(state, sums, images, labels, indices) -> (state, sums)` ('host')
+- the step's global batch, built on the host (jaxat/train/host_input.py) and sharded by
+  example over 'data': images (B,H,W,C) uint8, labels (B,) int32, indices (B,) int32 (the
+  examples' rows in the per-example buffers). The same rows as the device path gathers, so
+  both placements train the same bits.
 - The epoch and the position in it are derived from state.step, so nothing that changes
   with the epoch is a Python value: a new epoch never recompiles.
 - sums: per-metric running sums over the epoch, plus 'count' and 'first_nonfinite_step'
@@ -29,29 +37,47 @@ COUNT = "count"
 FIRST_NONFINITE = "first_nonfinite_step"
 
 
+PLACEMENTS = ("device", "host")
+
+
+def _scaled(images_uint8, mesh):
+  """(B,H,W,C) uint8 -> float32 in [0, 1], sharded by example."""
+  images = images_uint8.astype(jnp.float32) / 255.0
+  return jax.lax.with_sharding_constraint(images, sharding.batch_sharded(mesh))
+
+
 def _gather_batch(ctx: StepContext, step, train_images, train_labels, permutation, mesh):
   position = (step % ctx.steps_per_epoch) * ctx.batch_size
   indices = jax.lax.dynamic_slice_in_dim(permutation, position, ctx.batch_size)
   indices = jax.lax.with_sharding_constraint(indices, sharding.batch_sharded(mesh))
-  images = train_images[indices].astype(jnp.float32) / 255.0
-  images = jax.lax.with_sharding_constraint(images, sharding.batch_sharded(mesh))
-  return images, train_labels[indices], indices
+  return _scaled(train_images[indices], mesh), train_labels[indices], indices
+
+
+def _host_batch(images, labels, indices, mesh):
+  """The host-built batch (placement 'host'): only scaled, as `_gather_batch` scales."""
+  return _scaled(images, mesh), labels, indices
 
 
 def build_step_fn(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
-                  cfg: ml_collections.ConfigDict, mesh, schedule):
-  """The un-jitted single step `(state, train_images, train_labels, permutation) ->
-  (state, metrics)`; see `make_train_step` for the compiled, accumulating version.
-  `schedule(step) -> lr` is the optimiser's learning-rate schedule; the method phases see
-  its value in `StepInfo.learning_rate`."""
+                  cfg: ml_collections.ConfigDict, mesh, schedule, placement: str = "device"):
+  """The un-jitted single step `(state, *inputs) -> (state, metrics)`: inputs are
+  `(train_images, train_labels, permutation)` for placement 'device' and the batch
+  `(images, labels, indices)` for 'host' (module docstring); see `make_train_step` for the
+  compiled, accumulating version. `schedule(step) -> lr` is the optimiser's learning-rate
+  schedule; the method phases see its value in `StepInfo.learning_rate`."""
+  if placement not in PLACEMENTS:
+    raise ValueError(f"unknown placement {placement!r}; valid choices: {', '.join(PLACEMENTS)}")
   step_stream = keys.stream(cfg.seed, keys.STEP)
   ema_decay = float(cfg.ema.decay)
   augment_cfg = cfg.augment
 
-  def step_fn(state: TrainState, train_images, train_labels, permutation):
+  def step_fn(state: TrainState, *inputs):
     step = state.step
     info = step_info(step, ctx, schedule(step))
-    images, labels, indices = _gather_batch(ctx, step, train_images, train_labels, permutation, mesh)
+    if placement == "device":
+      images, labels, indices = _gather_batch(ctx, step, *inputs, mesh)
+    else:
+      images, labels, indices = _host_batch(*inputs, mesh)
     key_augment, key_prepare, key_perturb, key_loss = jax.random.split(
         jax.random.fold_in(step_stream, step), 4)
     images = augment_batch(key_augment, images, augment_cfg.crop_padding,
@@ -131,14 +157,16 @@ def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
 
 
 def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,
-                    cfg: ml_collections.ConfigDict, mesh, schedule, state_shardings=None):
-  """Returns (jitted accumulate-step, the single un-jitted step). State and sums are donated;
-  the state keeps `state_shardings` (sharding.state_sharding; None = replicated), the sums
-  are replicated; the step is compiled once."""
-  step_fn = build_step_fn(method, ctx, tx, cfg, mesh, schedule)
+                    cfg: ml_collections.ConfigDict, mesh, schedule, state_shardings=None,
+                    placement: str = "device"):
+  """Returns (jitted accumulate-step `(state, sums, *inputs) -> (state, sums)`, the single
+  un-jitted step); `inputs` as in `build_step_fn` for `placement`. State and sums are
+  donated; the state keeps `state_shardings` (sharding.state_sharding; None = replicated),
+  the sums are replicated; the step is compiled once."""
+  step_fn = build_step_fn(method, ctx, tx, cfg, mesh, schedule, placement)
 
-  def train_step(state, sums, train_images, train_labels, permutation):
-    new_state, metrics = step_fn(state, train_images, train_labels, permutation)
+  def train_step(state, sums, *inputs):
+    new_state, metrics = step_fn(state, *inputs)
     return new_state, accumulate(sums, metrics, state.step)
 
   replicated = sharding.replicated(mesh)
@@ -147,7 +175,8 @@ def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransfor
   return jitted, step_fn
 
 
-def metric_shapes(step_fn, state, train_images, train_labels, permutation) -> dict:
-  """The metric names a method reports, found by abstract evaluation (no compute)."""
-  _, metrics = jax.eval_shape(step_fn, state, train_images, train_labels, permutation)
+def metric_shapes(step_fn, state, *inputs) -> dict:
+  """The metric names a method reports, found by abstract evaluation (no compute); `inputs`
+  are the step's data inputs (arrays or jax.ShapeDtypeStructs)."""
+  _, metrics = jax.eval_shape(step_fn, state, *inputs)
   return metrics

@@ -34,7 +34,7 @@ from jaxat.train.checkpoint import Checkpointer
 from jaxat.train.environment import write_environment
 from jaxat.train.restore import attach_prerequisites
 from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutation_fn,
-                                    init_state, put_train_data)
+                                    host_batcher, init_state, put_train_data)
 from jaxat.train.state import TrainState, model_fingerprint
 from jaxat.train.step import (COUNT, FIRST_NONFINITE, init_sums, is_count_metric, make_train_step,
                               metric_shapes)
@@ -42,8 +42,13 @@ from jaxat.train.tensorboard_events import EpochEventWriter
 
 # Fields that may differ between a run and its resumption: they change neither what is
 # trained nor what is reported (logging, checkpoint retention, the device count: the
-# fingerprint does not depend on it).
-RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices")
+# fingerprint does not depend on it; where the training set is kept: both placements train
+# the same bits). A section name covers its fields; a dotted name one field.
+RESUME_INSENSITIVE = ("log", "checkpoint", "num_devices", "dataset.placement")
+
+
+def _resume_insensitive(field: str) -> bool:
+  return any(field == name or field.startswith(name + ".") for name in RESUME_INSENSITIVE)
 # Fields that change only what is reported; a resumption may change them with
 # allow_eval_change=True (recorded in config_changes.jsonl), a finished run never.
 EVALUATION_ONLY = ("eval",)
@@ -103,7 +108,7 @@ def _config_differences(workdir: str, config: ml_collections.ConfigDict) -> dict
   previous = _flatten(applicable_fields(reporting.read_json(path)))
   current = _flatten(config_to_dict(config))
   return {k: (previous.get(k), current.get(k)) for k in sorted(set(previous) | set(current))
-          if k.split(".")[0] not in RESUME_INSENSITIVE and previous.get(k) != current.get(k)}
+          if not _resume_insensitive(k) and previous.get(k) != current.get(k)}
 
 
 def _check_same_run(workdir: str, config: ml_collections.ConfigDict,
@@ -310,6 +315,59 @@ def _keep_last_good_as_best(checkpointer: Checkpointer, state: TrainState, sums,
   checkpointer.save_best(int(good_state.step), good_state, good_sums, good_meta)
 
 
+class _DeviceFeed:
+  """placement='device': the replicated training set and the epoch's permutation."""
+
+  def __init__(self, exp: Experiment):
+    self.images, self.labels = put_train_data(exp)
+    self.permutation_of = epoch_permutation_fn(exp)
+    self.spe = exp.ctx.steps_per_epoch
+    self._epoch, self._permutation = None, None
+
+  def inputs(self, step: int) -> tuple:
+    epoch = step // self.spe
+    if self._epoch != epoch:
+      self._permutation, self._epoch = self.permutation_of(epoch), epoch
+    return self.images, self.labels, self._permutation
+
+  def specs(self) -> tuple:
+    return self.images, self.labels, self.permutation_of(0)
+
+  def prefetch(self, step: int) -> None:
+    del step  # nothing to prepare: the data is on the devices
+
+  def report(self) -> dict | None:
+    return None
+
+
+class _HostFeed:
+  """placement='host': each step's batch built on the host (host_input.HostBatcher), the
+  next one while the device computes the current one."""
+
+  def __init__(self, exp: Experiment):
+    self.batcher = host_batcher(exp)
+
+  def inputs(self, step: int) -> tuple:
+    return self.batcher.inputs(step)
+
+  def specs(self) -> tuple:
+    return self.batcher.input_specs()
+
+  def prefetch(self, step: int) -> None:
+    self.batcher.prefetch(step)
+
+  def report(self) -> dict:
+    """{'rows_read_by_process': [rows per process], 'steps': steps} over this session's
+    steps (a collective with several processes: every process calls it)."""
+    rows = np.asarray([self.batcher.rows_read], np.int64)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      rows = np.asarray(multihost_utils.process_allgather(rows)).reshape(-1)
+    logging.info("host input: process %d read %d rows for %d steps", jax.process_index(),
+                 self.batcher.rows_read, self.batcher.steps_taken)
+    return {"rows_read_by_process": [int(r) for r in rows], "steps": self.batcher.steps_taken}
+
+
 def _has_checkpoint(workdir: str) -> bool:
   last = os.path.join(workdir, "checkpoints", "last")
   return os.path.isdir(last) and any(entry.isdigit() for entry in os.listdir(last))
@@ -381,12 +439,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   finish_prerequisites(exp.method, config, workdir)
   state = init_state(exp)
-  train_images, train_labels = put_train_data(exp)
-  permutation_of = epoch_permutation_fn(exp)
+  feed = _HostFeed(exp) if exp.placement == "host" else _DeviceFeed(exp)
   train_step, step_fn = make_train_step(
       exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
-      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
-  shapes = metric_shapes(step_fn, state, train_images, train_labels, permutation_of(0))
+      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows), placement=exp.placement)
+  shapes = metric_shapes(step_fn, state, *feed.specs())
   sums = init_sums(shapes, state.step.sharding)
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
 
@@ -415,7 +472,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   evaluators = _Evaluators(exp)
   start_step = int(state.step)
   compile_watch = reporting.Stopwatch()
-  compiled_step = train_step.lower(state, sums, train_images, train_labels, permutation_of(0)).compile()
+  compiled_step = train_step.lower(state, sums, *feed.specs()).compile()
   logging.info("compiled the training step in %.1fs", compile_watch.elapsed())
 
   progress = reporting.Progress(config.log.progress if main else "none", exp.total_steps,
@@ -425,12 +482,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step = start_step
   first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
   for epoch in range(first_epoch, num_epochs):
-    permutation = permutation_of(epoch)
     epoch_watch = reporting.Stopwatch()
     steps_run = 0
     while step < (epoch + 1) * spe:
-      state, sums = compiled_step(state, sums, train_images, train_labels, permutation)
+      state, sums = compiled_step(state, sums, *feed.inputs(step))
       step += 1
+      if step < exp.total_steps:
+        # Dispatch is asynchronous: the host builds the next batch (placement 'host')
+        # while the device computes this step. The batch is a function of the step alone,
+        # so a stop here (SIGTERM) loses nothing: the resumed run builds it again.
+        feed.prefetch(step)
       steps_run += 1
       progress.advance(epoch + 1)
       if stop.stop_now(step, epoch_end=step == (epoch + 1) * spe):
@@ -492,6 +553,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_state, _, best_meta = checkpointer.restore_best(state, sums)
   results = _final_report(exp, evaluators, state, best_state, best_meta)
   results["seconds"] = run_watch.elapsed()
+  host_report = feed.report()
+  if host_report is not None:
+    results["host_input"] = host_report
   if main:
     reporting.write_json(os.path.join(workdir, "results.json"), results)
   checkpointer.close()

@@ -1,0 +1,138 @@
+"""Host-streamed input (dataset.placement='host', jaxat/train/host_input.py): each step's
+batch is built on the host from the same indices as the device path, so a run trains the
+same bits with either placement (1 and 2 devices), and SIGTERM + resume stays bit-identical.
+Rows per process with 2 processes: tests/test_multihost.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxat.train import step as step_lib
+from jaxat.train.experiment import build_experiment, epoch_permutation_fn, host_batcher, put_train_data
+from jaxat.train.state import model_fingerprint
+from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm, tiny_config, train_all_epochs
+
+UIAT_MOMENTUM = {"method.attack.num_steps": 2, "method.momentum_start": 0.5}
+
+
+def test_the_host_batch_is_the_device_batch():
+  config = tiny_config("standard", **{"dataset.placement": "host"})
+  exp = build_experiment(config)
+  images, labels = put_train_data(exp)
+  permutation_of = epoch_permutation_fn(exp)
+  batcher = host_batcher(exp)
+  spe = exp.ctx.steps_per_epoch
+  for step in (0, 1, spe, spe + 1, 2 * spe - 1):
+    x, y, idx = step_lib._gather_batch(exp.ctx, jnp.asarray(step), images, labels,
+                                       permutation_of(step // spe), exp.mesh)
+    host_images, host_labels, host_indices = batcher.build(step).inputs
+    np.testing.assert_array_equal(np.asarray(host_indices), np.asarray(idx))
+    np.testing.assert_array_equal(np.asarray(host_labels), np.asarray(y))
+    assert host_images.dtype == np.uint8
+    # (The device path's scaled images, back in 0..255: numpy's / 255 may round otherwise.)
+    np.testing.assert_array_equal(np.asarray(host_images), np.rint(np.asarray(x) * 255))
+    assert host_images.sharding == step_lib.sharding.batch_sharded(exp.mesh)
+
+
+def test_the_prefetched_batch_is_used_only_for_its_own_step():
+  exp = build_experiment(tiny_config("standard", **{"dataset.placement": "host"}))
+  batcher = host_batcher(exp)
+  batcher.prefetch(3)
+  np.testing.assert_array_equal(np.asarray(batcher.inputs(2)[2]), batcher.indices(2))
+  batcher.prefetch(3)
+  np.testing.assert_array_equal(np.asarray(batcher.inputs(3)[2]), batcher.indices(3))
+  assert batcher.rows_read == 2 * exp.ctx.batch_size and batcher.steps_taken == 2
+
+
+@pytest.mark.parametrize("name,overrides", [("pgd_at", {}), ("uiat", UIAT_MOMENTUM)])
+def test_host_placement_trains_the_device_bits_on_one_device(name, overrides):
+  results = {}
+  for placement in ("device", "host"):
+    _, state, sums = train_all_epochs(tiny_config(name, **{"dataset.placement": placement,
+                                                           **overrides}))
+    results[placement] = (model_fingerprint(state), jax.device_get(state.method_state), sums)
+  assert results["host"][0] == results["device"][0]
+  jax.tree.map(np.testing.assert_array_equal, results["host"][1], results["device"][1])
+  jax.tree.map(np.testing.assert_array_equal, results["host"][2], results["device"][2])
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import jax, numpy as np
+    from tiny_runs import tiny_config, train_all_epochs
+    from jaxat.train.experiment import build_experiment, host_batcher
+    from jaxat.train.state import model_fingerprint
+    assert jax.device_count() == 2, jax.devices()
+    out = {}
+    for name, extra in (("pgd_at", {}), ("uiat", {"method.attack.num_steps": 2,
+                                                   "method.momentum_start": 0.5})):
+        for placement in ("device", "host"):
+            config = tiny_config(name, **{"num_devices": 2, "dataset.placement": placement, **extra})
+            _, state, _ = train_all_epochs(config)
+            out[f"{name}/{placement}"] = model_fingerprint(state)
+    batch = host_batcher(build_experiment(tiny_config("pgd_at", **{
+        "num_devices": 2, "dataset.placement": "host"}))).build(0)
+    out["shards"] = [list(s.data.shape) for s in batch.inputs[0].addressable_shards]
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_host_placement_trains_the_device_bits_on_two_devices():
+  proc = run_cli(["-c", TWO_DEVICES], env_extra={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["pgd_at/host"] == out["pgd_at/device"], out
+  assert out["uiat/host"] == out["uiat/device"], out
+  assert out["shards"] == [[16, 8, 8, 1]] * 2, out  # batch 32 split by example
+
+
+# UIAT with momentum from epoch 1 of 2: the per-example buffer lives across the resume.
+ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke", "--config.log.progress=plain",
+        "--config.num_epochs=2", "--config.batch_size=16", "--config.method.attack.num_steps=2",
+        "--config.eval.pgd_steps=1", "--config.eval.every_epochs=2",
+        "--config.method.momentum_start=0.5", "--config.dataset.num_train=128",
+        "--config.dataset.max_train=128", "--config.dataset.num_test=32",
+        "--config.dataset.max_test=32", "--config.eval_batch_size=32"]
+HOST = ["--config.dataset.placement=host"]
+
+
+def _results(workdir) -> dict:
+  with open(workdir / "results.json") as f:
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_sigterm_resume_with_host_placement_is_bit_identical_to_the_device_run(tmp_path):
+  straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+  env = dict(os.environ)
+  device_run = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  returncode, stderr = run_until_sigterm([*ARGS, *HOST, f"--workdir={interrupted}"], env)
+  assert returncode == 143, stderr[-3000:]
+  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
+  assert saved and max(saved) < 16, saved
+  resumed = run_cli([*ARGS, *HOST, f"--workdir={interrupted}"])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from step {max(saved)}" in resumed.stderr
+  _, device_err = device_run.communicate(timeout=300)
+  assert device_run.returncode == 0, device_err[-3000:]
+  a, b = _results(interrupted), _results(straight)
+  assert a["fingerprint"] == b["fingerprint"]
+  assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
+  # The resumed session read the rows of its own steps only (one process: whole batches).
+  steps = 16 - max(saved)
+  assert a["host_input"] == {"rows_read_by_process": [16 * steps], "steps": steps}
+  assert "host_input" not in b
+  with open(interrupted / "config.json") as f:
+    assert json.load(f)["dataset"]["placement"] == "host"
