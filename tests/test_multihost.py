@@ -3,11 +3,11 @@
 `python -m jaxat.main --coordinator_address=... --num_processes=N --process_id=I` would on
 N hosts (docs/scaling.md#multi-host-training).
 
-- 2 processes x 1 device train bit for bit what 1 process x 2 devices trains. (With more
-  devices, e.g. 2 x 2 against 1 x 4, the gloo and in-process collectives may add more than
-  two partial sums in different orders: the same accuracies, float32 reassociation in the
-  weights, docs/scaling.md#numerics. One device per process keeps every comparison bit for
-  bit and the file within two minutes on two cores.)
+- 2 processes x 2 devices train bit for bit what 1 process x 4 devices trains when that one
+  process uses the same (gloo) collectives, i.e. is started as a 1-process distributed run
+  (`--num_processes=1`): the collectives add the four partial sums in one order whatever
+  the process layout. (Plain in-process collectives add them in another order: float32
+  reassociation, docs/scaling.md#numerics.)
 - Process 0 alone writes the run's files, each record once.
 - SIGTERM to one of the 2 processes: both checkpoint the same step and exit with the
   preemption status; the rerun resumes and ends bit-identical to the uninterrupted run.
@@ -127,15 +127,13 @@ def _without_timings(records):
 
 @pytest.fixture(scope="module")
 def straight_runs(tmp_path_factory):
-  """(workdir of 1 process x 2 devices, workdir of 2 processes x 1 device, their outcomes),
-  trained side by side; the SIGTERM test compares its resumed run with them too."""
+  """(workdir of 1 process x 4 devices, workdir of 2 processes x 2 devices, their outcomes),
+  both with gloo collectives; the SIGTERM test compares its resumed run with them too."""
   root = tmp_path_factory.mktemp("straight")
   single, multi = root / "one_process", root / "two_processes"
-  reference = _start([*ARGS, f"--workdir={single}"], devices=2, logs=root / "reference")
-  outcomes = _finish(_start_processes(multi, devices=1))
-  returncode, _, stderr = reference.finish()
-  assert returncode == 0, stderr[-3000:]
-  for returncode, _, stderr in outcomes:
+  reference = _finish(_start_processes(single, devices=4, num_processes=1))
+  outcomes = _finish(_start_processes(multi, devices=2))
+  for returncode, _, stderr in reference + outcomes:
     assert returncode == 0, stderr[-3000:]
   return single, multi, outcomes
 
@@ -162,7 +160,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bit_iden
     tmp_path, straight_runs):
   _, straight, _ = straight_runs
   interrupted = tmp_path / "interrupted"
-  procs = _start_processes(interrupted, devices=1)
+  procs = _start_processes(interrupted, devices=2)
   # Process 0 says when the step has compiled; the signal goes to process 1 only.
   _wait_for(procs[0], "compiled the training step")
   procs[1].popen.send_signal(signal.SIGTERM)
@@ -175,7 +173,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bit_iden
   assert f"saved a checkpoint at step {saved[0]}" in outcomes[1][2]
   assert not (interrupted / "results.json").exists()
 
-  resumed = _finish(_start_processes(interrupted, devices=1))
+  resumed = _finish(_start_processes(interrupted, devices=2))
   for returncode, _, stderr in resumed:
     assert returncode == 0, stderr[-3000:]
   assert f"resumed from step {saved[0]}" in resumed[0][2]
@@ -201,18 +199,18 @@ def test_bad_input_is_one_line_on_every_process_before_writing(tmp_path):
 def test_host_placement_each_process_reads_its_own_rows_and_trains_the_same_bits(
     tmp_path, straight_runs):
   """dataset.placement='host' (docs/scaling.md#host-streamed-input-and-extra-data): each of
-  the 2 processes gathers the half of every global batch that lands on its device (counted
+  the 2 processes gathers the half of every global batch that lands on its devices (counted
   by the batcher, reported in results.json), and the run equals the device-placement run
-  of 1 process x 2 devices bit for bit."""
+  of 1 process x 4 devices bit for bit."""
   single, _, _ = straight_runs
   workdir = tmp_path / "host"
-  outcomes = _finish(_start_processes(workdir, devices=1,
+  outcomes = _finish(_start_processes(workdir, devices=2,
                                       extra=["--config.dataset.placement=host"]))
   for returncode, _, stderr in outcomes:
     assert returncode == 0, stderr[-3000:]
   a, b = _read_json(workdir / "results.json"), _read_json(single / "results.json")
   assert a["fingerprint"] == b["fingerprint"]
   assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
-  half = 16 // 2  # batch_size 16 over 2 devices, one per process
+  half = 16 // 2  # batch_size 16 over 4 devices, two per process
   assert a["host_input"] == {"rows_read_by_process": [half * TOTAL_STEPS] * 2,
                              "steps": TOTAL_STEPS}
