@@ -22,6 +22,10 @@ A method may carry a config token after a colon: `uiat_oneoff:fgsm_mep` is
 configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
 
   python benchmarks/throughput.py --model=small_cnn --methods=pgd_at,fgsm_mep,uiat_oneoff:fgsm_mep,uiat_oneoff:fgsm_mep@8
+
+--dtypes=float32,bfloat16 measures every method once per `model.dtype` (the classifier's
+compute dtype, docs/mixed_precision.md), same seed and data; each result names its dtype
+and, with both, `bfloat16_speedup` = bfloat16 images/s over float32 images/s.
 """
 
 from __future__ import annotations
@@ -85,8 +89,9 @@ def benchmark_config(method: str, args):
   return config
 
 
-def measure(method: str, args) -> dict:
+def measure(method: str, args, dtype: str = "auto") -> dict:
   config = benchmark_config(method, args)
+  config.model.dtype = dtype
   exp = build_experiment(config)
   finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{parse_method(method)[0]}"))
   state = init_state(exp)
@@ -113,7 +118,9 @@ def measure(method: str, args) -> dict:
     state, sums = compiled(state, sums, images, labels, permutation)
   jax.block_until_ready(sums)
   seconds = (time.perf_counter() - start) / args.steps
-  return {"method": method, "seconds_per_step": seconds,
+  return {"method": method, "dtype": dtype,
+          "resolved_dtype": jax.numpy.dtype(exp.model.module.dtype).name,
+          "seconds_per_step": seconds,
           "images_per_sec": args.batch_size / seconds, "compile_seconds": compile_seconds,
           "seconds_per_cifar10_epoch": CIFAR10_TRAIN_SIZE / (args.batch_size / seconds)}
 
@@ -146,6 +153,9 @@ def main():
   parser.add_argument("--torch_device", default="cpu", help="device of the PyTorch reference: "
                       "cpu, cuda, or auto")
   parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
+  parser.add_argument("--dtypes", default="auto",
+                      help="comma-separated model.dtype values to measure each method with: "
+                           "float32, bfloat16, auto (docs/mixed_precision.md)")
   parser.add_argument("--conv", default="jaxat", choices=("jaxat", "lax"),
                       help="jaxat: the models' convolution (jaxat/models/conv_op.py, custom input-"
                            "gradient VJP); lax: plain lax.conv_general_dilated, to measure that VJP")
@@ -159,12 +169,24 @@ def main():
   if unknown:
     parser.error(f"unknown methods {unknown}; valid choices: {', '.join(method_names())}")
 
-  results = [measure(m, args) for m in methods]
-  by_method = {r["method"]: r for r in results}
-  for r in results:
-    for reference in ("standard", "pgd_at"):
-      if reference in by_method:
-        r[f"cost_vs_{reference}"] = r["seconds_per_step"] / by_method[reference]["seconds_per_step"]
+  dtypes = [d for d in args.dtypes.split(",") if d]
+  bad = [d for d in dtypes if d not in ("float32", "bfloat16", "auto")]
+  if bad or not dtypes:
+    parser.error(f"--dtypes={args.dtypes!r}; valid choices: float32, bfloat16, auto")
+  results = [measure(m, args, d) for d in dtypes for m in methods]
+  for dtype in dtypes:
+    of_dtype = [r for r in results if r["dtype"] == dtype]
+    by_name = {r["method"]: r for r in of_dtype}
+    for r in of_dtype:
+      for reference in ("standard", "pgd_at"):
+        if reference in by_name:
+          r[f"cost_vs_{reference}"] = r["seconds_per_step"] / by_name[reference]["seconds_per_step"]
+  by_method = {r["method"]: r for r in results if r["dtype"] == dtypes[0]}
+  if {"float32", "bfloat16"} <= set(dtypes):
+    float32 = {r["method"]: r for r in results if r["dtype"] == "float32"}
+    for r in results:
+      if r["dtype"] == "bfloat16":
+        r["bfloat16_speedup"] = r["images_per_sec"] / float32[r["method"]]["images_per_sec"]
   torch_result = run_torch(args, methods)
   comparison = {}
   if torch_result:
@@ -179,17 +201,20 @@ def main():
       "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
       "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
       "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch, "conv": args.conv,
+      "dtypes": dtypes,
       "machine": describe_machine(), "jaxat": results, "torch": torch_result,
       "comparison": comparison,
   }
   out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results",
-                                 f"throughput_{jax.default_backend()}_{args.model}_b{args.batch_size}.json")
+                                 f"throughput_{jax.default_backend()}_{args.model}_b{args.batch_size}"
+                                 + ("" if dtypes == ["auto"] else "_" + "_".join(dtypes)) + ".json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
     json.dump(payload, f, indent=2)
   for r in results:
-    extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at") if k in r)
-    print(f"{r['method']:>14}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  {extras}")
+    extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at",
+                                                   "bfloat16_speedup") if k in r)
+    print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  {extras}")
   for method, c in comparison.items():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
   print(f"written to {out}")

@@ -75,6 +75,8 @@ CASES = [
     _main("unknown-progress", ["--config.log.progress=loud"], ["'loud'", "plain"]),
     _main("unknown-padding", ["--config.augment.padding_mode=mirror"], ["'mirror'", "reflect"]),
     _main("unknown-model", ["--config.model.name=vgg16"], ["vgg16", "small_cnn"]),
+    _main("model-dtype-float16", ["--config.model.dtype=float16"],
+          ["model.dtype='float16'", "float32", "bfloat16", "auto"]),
     _main("unknown-dataset", ["--config.dataset.name=imagenet"], ["imagenet", "cifar10"]),
     _main("negative-val-size", ["--config.dataset.val_size=-1"], ["dataset.val_size", "-1"]),
     _main("too-many-devices", ["--config.num_devices=64"], ["num_devices=64"]),

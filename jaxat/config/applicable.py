@@ -12,6 +12,9 @@ Likewise an attack sub-config keeps the settings of every budget role in memory
 (`attack.ecas`, jaxat/methods/maximizer.py), and the dump keeps them only for the role the
 attack uses: a fixed-budget run has no `ecas` section. The methods read `attack.ecas` only
 when `attack.budget == 'ecas'`.
+
+A config.json written before `model.dtype` existed reads as `model.dtype='auto'`
+(MODEL_FIELDS_ADDED; docs/mixed_precision.md#older-runs), so such a run still resumes.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def inapplicable_dataset_fields(dataset_name: str) -> set[str]:
   if dataset_name in GENERATED_DATASETS:
     fields |= set(FILE_LOCATION_FIELDS)
   return fields
+
+
+# Model fields added after runs were written, and the values such a run reads them as (the
+# default config's values: the run resumes under the current default config).
+MODEL_FIELDS_ADDED = {"dtype": "auto"}
 
 
 def inapplicable_model_fields(model_name: str) -> set[str]:
@@ -97,6 +105,8 @@ def applicable_fields(config: dict[str, Any]) -> dict[str, Any]:
     dataset.pop("extra", None)   # the extra-data section only when a run uses it
   model = pruned.get("model")
   if isinstance(model, dict) and "name" in model:
+    for field, value in MODEL_FIELDS_ADDED.items():
+      model.setdefault(field, value)
     for field in inapplicable_model_fields(model["name"]):
       model.pop(field, None)
   return pruned

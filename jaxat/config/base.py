@@ -48,7 +48,8 @@ def base_config(method_name: str) -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(dict(crop_padding=1, padding_mode="zero", flip=False))
   c.model = ml_collections.ConfigDict(dict(
       name="small_cnn", activation="relu", normalization="none", final_bn=True,
-      depth=28, width=10, channels=(32, 64), batch_norm=True))
+      depth=28, width=10, channels=(32, 64), batch_norm=True,
+      dtype="auto"))        # float32 | bfloat16 | auto (bf16 on TPU; docs/mixed_precision.md)
   c.optimizer = ml_collections.ConfigDict(dict(
       momentum=0.9, nesterov=False, weight_decay=5e-4, grad_clip_norm=0.0))
   c.schedule = ml_collections.ConfigDict(dict(

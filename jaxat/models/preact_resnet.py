@@ -1,5 +1,7 @@
 """Pre-activation ResNet-18 in the two layouts used by the reference methods."""
 
+from typing import Any
+
 from flax import linen as nn
 import jax.numpy as jnp
 
@@ -22,24 +24,26 @@ class PreActBlock(nn.Module):
   returns conv2(act(BN2(conv1(out)))) + shortcut. The projection has no BN.
   shortcut_input='input' projects x instead of out (RobustBench's PreActBlock with its
   default out_shortcut=False, e.g. Wong2020Fast; only for imported models).
-  Input (B, H, W, C_in) -> output (B, ceil(H/stride), ceil(W/stride), features).
+  Input (B, H, W, C_in) -> output (B, ceil(H/stride), ceil(W/stride), features), in `dtype`.
   """
   features: int
   stride: int
   activation: str
   shortcut_input: str = 'preactivated'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     act = activation_fn(self.activation)
-    out = act(batch_norm(train, 'bn1')(x))
+    dt = self.dtype
+    out = act(batch_norm(train, 'bn1', dt)(x))
     if self.stride != 1 or x.shape[-1] != self.features:
       projected = out if self.shortcut_input == 'preactivated' else x
-      shortcut = conv1x1(self.features, self.stride, 'shortcut_conv')(projected)
+      shortcut = conv1x1(self.features, self.stride, 'shortcut_conv', dtype=dt)(projected)
     else:
       shortcut = x
-    out = conv3x3(self.features, self.stride, 'conv1')(out)
-    out = conv3x3(self.features, 1, 'conv2')(act(batch_norm(train, 'bn2')(out)))
+    out = conv3x3(self.features, self.stride, 'conv1', dtype=dt)(out)
+    out = conv3x3(self.features, 1, 'conv2', dtype=dt)(act(batch_norm(train, 'bn2', dt)(out)))
     return out + shortcut
 
 
@@ -60,6 +64,9 @@ class PreActResNet18(nn.Module):
     shortcut_input: what the projection shortcuts read, one of SHORTCUT_INPUTS:
       'preactivated' (jaxat, locuslab, kuangliu) or 'input' (models imported from
       RobustBench's PreActResNet with out_shortcut=False); same parameters either way.
+    dtype: compute dtype, jnp.float32 or jnp.bfloat16 (docs/mixed_precision.md): the
+      normalised input is cast to it and every conv/BN/dense computes in it; parameters
+      and BatchNorm statistics stay float32; logits and features are returned in float32.
   """
   num_classes: int
   final_bn: bool = True
@@ -67,6 +74,7 @@ class PreActResNet18(nn.Module):
   mean: tuple[float, ...] = (0.0,)
   std: tuple[float, ...] = (1.0,)
   shortcut_input: str = 'preactivated'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -77,22 +85,23 @@ class PreActResNet18(nn.Module):
       train: use and update batch statistics in 'batch_stats'.
 
     Returns:
-      logits (B, num_classes) and features (B, 512), the pooled input of `dense`.
+      float32 logits (B, num_classes) and float32 features (B, 512), the pooled input of
+      `dense`.
     """
     if self.shortcut_input not in SHORTCUT_INPUTS:
       raise ValueError(f'shortcut_input={self.shortcut_input!r} is invalid; valid choices: '
                        f'{SHORTCUT_INPUTS}.')
-    x = normalize_input(x, self.mean, self.std)
-    x = conv3x3(64, 1, 'conv1')(x)
+    x = normalize_input(x, self.mean, self.std).astype(self.dtype)
+    x = conv3x3(64, 1, 'conv1', dtype=self.dtype)(x)
     for stage, (features, first_stride) in enumerate(_PREACT_RESNET18_STAGES, start=1):
       for block in range(_BLOCKS_PER_STAGE):
         stride = first_stride if block == 0 else 1
         x = PreActBlock(features, stride, self.activation, self.shortcut_input,
-                        name=f'layer{stage}_{block}')(x, train)
+                        dtype=self.dtype, name=f'layer{stage}_{block}')(x, train)
     if self.final_bn:
-      x = activation_fn(self.activation)(batch_norm(train, 'bn_final')(x))
+      x = activation_fn(self.activation)(batch_norm(train, 'bn_final', self.dtype)(x))
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=pytorch_default_kernel_init,
                       bias_init=pytorch_default_bias_init(features.shape[-1]),
-                      name='dense')(features)
-    return logits, features
+                      dtype=self.dtype, param_dtype=jnp.float32, name='dense')(features)
+    return logits.astype(jnp.float32), features.astype(jnp.float32)
