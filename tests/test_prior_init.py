@@ -344,9 +344,14 @@ TWO_DEVICES = textwrap.dedent("""
         config = tiny_config("fgsm_mep", **{"num_devices": n, "num_epochs": 2, "batch_size": 32,
                                             "method.reset_epochs": 1})
         _, state, _ = train_all_epochs(config)
+        if n == 2:
+            prior = state.method_state["prior"]
+            shards = {name: [[str(s.device), list(s.data.shape)] for s in prior[name].addressable_shards]
+                      for name in ("eta", "momentum")}
         out[n] = jax.device_get(state.method_state["prior"])
     a, b = out[1], out[2]
     print(json.dumps({
+        "rows": int(a["eta"].shape[0]), "shards": shards,
         "written_equal": bool(np.array_equal(a["written_epoch"], b["written_epoch"])),
         "eta_equal_fraction": float(np.mean(a["eta"] == b["eta"])),
         "momentum_max_rel_diff": float(np.max(np.abs(a["momentum"] - b["momentum"]))
@@ -365,5 +370,10 @@ def test_prior_buffers_agree_between_one_and_two_devices():
   # reassociation of the sharded batch (a sign may flip where a gradient is within rounding
   # of zero).
   assert report["written_equal"], report
+  # Sharded by example: each of the 2 devices holds its own half of the rows, not a copy.
+  half = report["rows"] // 2
+  for name, shards in report["shards"].items():
+    assert len({device for device, _ in shards}) == 2, (name, shards)
+    assert [shape[0] for _, shape in shards] == [half, half], (name, shards)
   assert report["eta_equal_fraction"] >= 0.99, report
   assert report["momentum_max_rel_diff"] <= 1e-3, report
