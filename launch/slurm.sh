@@ -56,24 +56,11 @@ EOF
   printf '%s' "$text"
 }
 
-die() { echo "error: $*" >&2; exit 2; }
+LAUNCH_DIR=${BASH_SOURCE[0]%/*}
+[[ ${BASH_SOURCE[0]} == */* ]] || LAUNCH_DIR=.
+# shellcheck source=launch/common.sh
+source "$LAUNCH_DIR/common.sh"
 
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_./:,=+@%^-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-quote_all() {
-  local out="" word
-  for word in "$@"; do out+="${out:+ }$(quote "$word")"; done
-  printf '%s' "$out"
-}
-
-HERE=${BASH_SOURCE[0]%/*}
-[[ ${BASH_SOURCE[0]} == */* ]] || HERE=.
-REPO_DIR=$(cd "$HERE/.." && pwd)
 
 CONFIG="" WORKDIR="" NODES=1 GPUS=4 CPUS="" TIME=24:00:00 PARTITION="" ACCOUNT="" QOS=""
 JOB_NAME=jaxat CHDIR="$REPO_DIR" PYTHON=python PORT="" REQUEUE=0 MAX_RESTARTS=20 OUTPUT=""

@@ -55,21 +55,10 @@ EOF
   printf '%s' "$text"
 }
 
-die() { echo "error: $*" >&2; exit 2; }
-
-# Shell-quotes one word for display and for the remote command line (safe words stay bare).
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_./:,=+@%^-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-quote_all() {
-  local out="" word
-  for word in "$@"; do out+="${out:+ }$(quote "$word")"; done
-  printf '%s' "$out"
-}
+LAUNCH_DIR=${BASH_SOURCE[0]%/*}
+[[ ${BASH_SOURCE[0]} == */* ]] || LAUNCH_DIR=.
+# shellcheck source=launch/common.sh
+source "$LAUNCH_DIR/common.sh"
 
 NAME="" ZONE="" CONFIG="" WORKDIR=""
 ACCELERATOR=v4-32
@@ -131,9 +120,6 @@ if ((!DRY_RUN)) && ! command -v gcloud >/dev/null 2>&1; then
   exit 127
 fi
 
-HERE=${BASH_SOURCE[0]%/*}
-[[ ${BASH_SOURCE[0]} == */* ]] || HERE=.
-REPO_DIR=$(cd "$HERE/.." && pwd)
 : "${COPY_TO:=./${WORKDIR##*/}}"
 GCLOUD=(gcloud compute tpus tpu-vm)
 WHERE=(--zone="$ZONE")

@@ -16,7 +16,7 @@ from jaxat.data.extra_arrays import extra_per_batch, open_extra_data
 from jaxat.errors import UsageError
 from jaxat.train.experiment import build_experiment, host_batcher, host_permutation_fn
 from jaxat.train.host_input import extra_rows
-from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm, tiny_config
+from tiny_runs import interrupted_and_straight_runs, run_cli, tiny_config
 
 NUM_EXTRA = 64
 
@@ -174,21 +174,7 @@ def test_a_run_with_extra_data_resumes_bit_identically(tmp_path):
   _write_extra(path)
   args = [*ARGS, f"--config.dataset.extra.path={path}"]
   straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-  env = dict(os.environ)
-  uninterrupted = subprocess.Popen([sys.executable, *args, f"--workdir={straight}"], cwd=REPO_ROOT,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  returncode, stderr = run_until_sigterm([*args, f"--workdir={interrupted}"], env)
-  assert returncode == 143, stderr[-3000:]
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < TOTAL_STEPS, saved
-  resumed = run_cli([*args, f"--workdir={interrupted}"])
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  _, straight_err = uninterrupted.communicate(timeout=300)
-  assert uninterrupted.returncode == 0, straight_err[-3000:]
-  results = []
-  for workdir in (interrupted, straight):
-    with open(workdir / "results.json") as f:
-      results.append(json.load(f))
+  results = interrupted_and_straight_runs(args, tmp_path, TOTAL_STEPS)
   assert results[0]["fingerprint"] == results[1]["fingerprint"]
   assert results[1]["host_input"] == {"rows_read_by_process": [16 * TOTAL_STEPS],
                                       "steps": TOTAL_STEPS}

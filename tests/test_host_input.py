@@ -5,9 +5,6 @@ Rows per process with 2 processes: tests/test_multihost.py.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,7 +15,7 @@ import pytest
 from jaxat.train import step as step_lib
 from jaxat.train.experiment import build_experiment, epoch_permutation_fn, host_batcher, put_train_data
 from jaxat.train.state import model_fingerprint
-from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm, tiny_config, train_all_epochs
+from tiny_runs import interrupted_and_straight_runs, run_cli, tiny_config, train_all_epochs
 
 UIAT_MOMENTUM = {"method.attack.num_steps": 2, "method.momentum_start": 0.5}
 
@@ -114,24 +111,13 @@ def _results(workdir) -> dict:
 
 @pytest.mark.slow
 def test_sigterm_resume_with_host_placement_is_bit_identical_to_the_device_run(tmp_path):
-  straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-  env = dict(os.environ)
-  device_run = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  returncode, stderr = run_until_sigterm([*ARGS, *HOST, f"--workdir={interrupted}"], env)
-  assert returncode == 143, stderr[-3000:]
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < 16, saved
-  resumed = run_cli([*ARGS, *HOST, f"--workdir={interrupted}"])
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f"resumed from step {max(saved)}" in resumed.stderr
-  _, device_err = device_run.communicate(timeout=300)
-  assert device_run.returncode == 0, device_err[-3000:]
-  a, b = _results(interrupted), _results(straight)
+  # The straight run keeps the device placement; the interrupted one streams from the host.
+  a, b, saved = interrupted_and_straight_runs(ARGS, tmp_path, 16, interrupted_extra=tuple(HOST))
+  interrupted = tmp_path / "interrupted"
   assert a["fingerprint"] == b["fingerprint"]
   assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
   # The resumed session read the rows of its own steps only (one process: whole batches).
-  steps = 16 - max(saved)
+  steps = 16 - saved
   assert a["host_input"] == {"rows_read_by_process": [16 * steps], "steps": steps}
   assert "host_input" not in b
   with open(interrupted / "config.json") as f:

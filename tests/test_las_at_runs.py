@@ -5,9 +5,6 @@ action, a SIGTERM + resume is bit-identical with the strategy learner inside the
 and two devices agree, and bad configs fail in one line."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -21,7 +18,7 @@ from jaxat.methods.base import Batch, step_info
 from jaxat.methods.las_at import Learner, policy_update
 from jaxat.models.strategy_net import StrategyNet
 from jaxat.train.restore import load_trained_model
-from tiny_runs import REPO_ROOT, load_config, run_cli, run_until_sigterm, tiny_config, train_all_epochs
+from tiny_runs import interrupted_and_straight_runs, load_config, run_cli, tiny_config, train_all_epochs
 
 
 def _leaves_differ(a, b) -> bool:
@@ -140,23 +137,7 @@ TOTAL_STEPS = 2 * (256 // 16)
 @pytest.mark.slow
 def test_sigterm_resume_is_bit_identical_with_the_strategy_learner_in_the_state(tmp_path):
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  env = dict(os.environ)
-  uninterrupted = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  returncode, stderr = run_until_sigterm([*ARGS, f"--workdir={interrupted}"], env)
-  assert returncode == 143, stderr[-3000:]
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < TOTAL_STEPS
-  resumed = run_cli([*ARGS, f"--workdir={interrupted}"])
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from step" in resumed.stderr
-  _, straight_err = uninterrupted.communicate(timeout=300)
-  assert uninterrupted.returncode == 0, straight_err[-3000:]
-
-  results = []
-  for workdir in (interrupted, straight):
-    with open(workdir / "results.json") as f:
-      results.append(json.load(f))
+  results = interrupted_and_straight_runs(ARGS, tmp_path, TOTAL_STEPS)
   assert results[0]["fingerprint"] == results[1]["fingerprint"]
   a = jax.device_get(load_trained_model(str(interrupted)).state.method_state)
   b = jax.device_get(load_trained_model(str(straight)).state.method_state)

@@ -324,8 +324,10 @@ def test_scripts_parse_and_print_usage(tmp_path, script):
 def test_shellcheck(tmp_path):
   script = _sbatch_file(_run("slurm.sh", ["--dry-run", *SLURM, "--requeue"], tmp_path).stdout)
   (tmp_path / "job.sbatch").write_text("\n".join(script) + "\n")
-  done = subprocess.run(["shellcheck", os.path.join(LAUNCH, "tpu_pod.sh"), os.path.join(LAUNCH, "slurm.sh"),
-                         str(tmp_path / "job.sbatch")], capture_output=True, text=True)
+  # -x follows the scripts' `source launch/common.sh` (path relative to the repository root).
+  done = subprocess.run(["shellcheck", "-x", os.path.join(LAUNCH, "tpu_pod.sh"), os.path.join(LAUNCH, "slurm.sh"),
+                         os.path.join(LAUNCH, "common.sh"), str(tmp_path / "job.sbatch")],
+                        capture_output=True, text=True, cwd=REPO_ROOT)
   assert done.returncode == 0, done.stdout
 
 

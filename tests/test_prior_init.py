@@ -4,9 +4,6 @@ hand in numpy on a toy linear model, the reset, the batch prior, the gradient th
 SIGTERM/resume and tiny end-to-end runs."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -20,7 +17,7 @@ from jaxat.methods.base import Batch, StepContext, epoch_start_info
 from jaxat.methods.fgsm_pgi import FGSMBP, FGSMEP, FGSMMEP
 from jaxat.models.forward import ModelFn
 from jaxat.train.step import FIRST_NONFINITE
-from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm, tiny_config, train_all_epochs
+from tiny_runs import interrupted_and_straight_runs, run_cli, tiny_config, train_all_epochs
 
 NUM_CLASSES, SHAPE, NUM_TRAIN, B = 4, (2, 2, 1), 7, 3
 EPS, ALPHA, MU, LAM, F = 0.3, 0.2, 0.3, 10.0, 0.6
@@ -285,23 +282,7 @@ TOTAL_STEPS = 2 * (64 // 16)
 def test_sigterm_resume_keeps_prior_buffers(tmp_path):
   from jaxat.train.restore import load_trained_model
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  env = dict(os.environ)
-  uninterrupted = subprocess.Popen([sys.executable, *RESUME_ARGS, f"--workdir={straight}"],
-                                   cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-  returncode, stderr = run_until_sigterm([*RESUME_ARGS, f"--workdir={interrupted}"], env)
-  assert returncode == 143, stderr[-3000:]
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < TOTAL_STEPS
-  resumed = run_cli([*RESUME_ARGS, f"--workdir={interrupted}"])
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from step" in resumed.stderr
-  _, straight_err = uninterrupted.communicate(timeout=300)
-  assert uninterrupted.returncode == 0, straight_err[-3000:]
-  results = []
-  for workdir in (interrupted, straight):
-    with open(workdir / "results.json") as f:
-      results.append(json.load(f))
+  results = interrupted_and_straight_runs(RESUME_ARGS, tmp_path, TOTAL_STEPS)
   assert results[0]["fingerprint"] == results[1]["fingerprint"]
   a = jax.device_get(load_trained_model(str(interrupted)).state.method_state)
   b = jax.device_get(load_trained_model(str(straight)).state.method_state)

@@ -4,9 +4,6 @@ and two devices. (The generic SIGTERM test of the engine is test_cli_and_preempt
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -14,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxat.train.restore import load_trained_model
-from tiny_runs import REPO_ROOT, run_cli, run_until_sigterm
+from tiny_runs import interrupted_and_straight_runs, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,23 +26,7 @@ TOTAL_STEPS = 2 * (256 // 16)
 
 def test_sigterm_resume_keeps_universal_perturbations_and_momentum_buffers(tmp_path):
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-  env = dict(os.environ)
-  uninterrupted = subprocess.Popen([sys.executable, *ARGS, f"--workdir={straight}"], cwd=REPO_ROOT,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  returncode, stderr = run_until_sigterm([*ARGS, f"--workdir={interrupted}"], env)
-  assert returncode == 143, stderr[-3000:]
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < TOTAL_STEPS
-  resumed = run_cli([*ARGS, f"--workdir={interrupted}"])
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from step" in resumed.stderr
-  _, straight_err = uninterrupted.communicate(timeout=300)
-  assert uninterrupted.returncode == 0, straight_err[-3000:]
-
-  results = []
-  for workdir in (interrupted, straight):
-    with open(workdir / "results.json") as f:
-      results.append(json.load(f))
+  results = interrupted_and_straight_runs(ARGS, tmp_path, TOTAL_STEPS)
   assert results[0]["fingerprint"] == results[1]["fingerprint"]
   a = jax.device_get(load_trained_model(str(interrupted)).state.method_state)
   b = jax.device_get(load_trained_model(str(straight)).state.method_state)

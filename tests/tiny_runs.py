@@ -55,6 +55,35 @@ def run_until_sigterm(args: list[str], env: dict) -> tuple[int, str]:
   return proc.returncode, stderr
 
 
+def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int,
+                                  interrupted_extra: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
+  """Trains `python <args>` twice side by side: straight through in tmp_path/'straight', and
+  in tmp_path/'interrupted' (with `interrupted_extra` appended) stopped by SIGTERM once the
+  step has compiled, then rerun. Asserts the preemption status (143), a checkpoint before
+  the last of `total_steps`, that the rerun resumed from it, and that every run succeeded.
+  Returns (the interrupted run's results.json, the straight run's, the step resumed from)."""
+  import json
+  straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+  env = dict(os.environ)
+  uninterrupted = subprocess.Popen([sys.executable, *args, f"--workdir={straight}"], cwd=REPO_ROOT,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  second = [*args, *interrupted_extra, f"--workdir={interrupted}"]
+  returncode, stderr = run_until_sigterm(second, env)
+  assert returncode == 143, stderr[-3000:]
+  saved = max(int(s) for s in os.listdir(interrupted / "checkpoints" / "last"))
+  assert saved < total_steps, saved
+  resumed = run_cli(second)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from step {saved}" in resumed.stderr
+  _, straight_err = uninterrupted.communicate(timeout=300)
+  assert uninterrupted.returncode == 0, straight_err[-3000:]
+  results = []
+  for workdir in (interrupted, straight):
+    with open(workdir / "results.json") as f:
+      results.append(json.load(f))
+  return results[0], results[1], saved
+
+
 def train_all_epochs(config: ml_collections.ConfigDict):
   """The engine's compiled step over every epoch (no evaluation, no checkpoints); returns
   (experiment, final state, metric sums on the host). Follows dataset.placement."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from jaxat.models.registry import MODEL_DTYPE_IF_ABSENT
+
 # Dataset fields read by a single dataset (jaxat/data/registry.py, load_dataset).
 DATASET_ONLY_FIELDS = {
     "synthetic": ("num_train", "num_test", "image_size", "channels", "num_classes"),
@@ -55,7 +57,7 @@ def inapplicable_dataset_fields(dataset_name: str) -> set[str]:
 
 # Model fields added after runs were written, and the values such a run reads them as (the
 # default config's values: the run resumes under the current default config).
-MODEL_FIELDS_ADDED = {"dtype": "auto"}
+MODEL_FIELDS_ADDED = {"dtype": MODEL_DTYPE_IF_ABSENT}
 
 
 def inapplicable_model_fields(model_name: str) -> set[str]:

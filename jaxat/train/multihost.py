@@ -44,13 +44,20 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def from_every_process(value: np.ndarray) -> np.ndarray:
+  """(process_count, *value.shape): every process's `value`, in process order, on every
+  process (a collective: every process must call it at the same point; no communication
+  for one process)."""
+  value = np.asarray(value)
+  if jax.process_count() == 1:
+    return value[None]
+  return np.asarray(multihost_utils.process_allgather(value)).reshape((-1,) + value.shape)
+
+
 def any_process(flag: bool) -> bool:
   """True on every process when `flag` is True on at least one (a collective: every
   process must call it at the same point); just `flag` for one process."""
-  if jax.process_count() == 1:
-    return bool(flag)
-  flags = multihost_utils.process_allgather(np.asarray(bool(flag), np.int32))
-  return bool(np.any(flags))
+  return bool(np.any(from_every_process(np.asarray(bool(flag), np.int32))))
 
 
 class StopAgreement:

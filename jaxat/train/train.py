@@ -359,10 +359,7 @@ class _HostFeed:
   def report(self) -> dict:
     """{'rows_read_by_process': [rows per process], 'steps': steps} over this session's
     steps (a collective with several processes: every process calls it)."""
-    rows = np.asarray([self.batcher.rows_read], np.int64)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      rows = np.asarray(multihost_utils.process_allgather(rows)).reshape(-1)
+    rows = multihost.from_every_process(np.asarray(self.batcher.rows_read, np.int64))
     logging.info("host input: process %d read %d rows for %d steps", jax.process_index(),
                  self.batcher.rows_read, self.batcher.steps_taken)
     return {"rows_read_by_process": [int(r) for r in rows], "steps": self.batcher.steps_taken}
