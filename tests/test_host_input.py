@@ -15,7 +15,7 @@ import pytest
 from jaxat.train import step as step_lib
 from jaxat.train.experiment import build_experiment, epoch_permutation_fn, host_batcher, put_train_data
 from jaxat.train.state import model_fingerprint
-from tiny_runs import interrupted_and_straight_runs, run_cli, tiny_config, train_all_epochs
+from tiny_runs import UIAT_MOMENTUM_ARGS, interrupted_and_straight_runs, run_cli, tiny_config, train_all_epochs
 
 UIAT_MOMENTUM = {"method.attack.num_steps": 2, "method.momentum_start": 0.5}
 
@@ -95,12 +95,7 @@ def test_host_placement_trains_the_device_bits_on_two_devices():
 
 
 # UIAT with momentum from epoch 1 of 2: the per-example buffer lives across the resume.
-ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke", "--config.log.progress=plain",
-        "--config.num_epochs=2", "--config.batch_size=16", "--config.method.attack.num_steps=2",
-        "--config.eval.pgd_steps=1", "--config.eval.every_epochs=2",
-        "--config.method.momentum_start=0.5", "--config.dataset.num_train=128",
-        "--config.dataset.max_train=128", "--config.dataset.num_test=32",
-        "--config.dataset.max_test=32", "--config.eval_batch_size=32"]
+ARGS = UIAT_MOMENTUM_ARGS
 HOST = ["--config.dataset.placement=host"]
 
 

@@ -25,18 +25,13 @@ import time
 
 import pytest
 
-from tiny_runs import REPO_ROOT
+from tiny_runs import REPO_ROOT, UIAT_MOMENTUM_ARGS
 
 pytestmark = pytest.mark.slow
 
 # UIAT with momentum from epoch 1 of 2: a per-example buffer (sharded by example over the
 # global mesh) lives through the run and across the resume. 128 examples / 16 = 8 steps an epoch.
-ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke", "--config.log.progress=plain",
-        "--config.num_epochs=2", "--config.batch_size=16", "--config.method.attack.num_steps=2",
-        "--config.eval.pgd_steps=1", "--config.eval.every_epochs=2",
-        "--config.method.momentum_start=0.5", "--config.dataset.num_train=128",
-        "--config.dataset.max_train=128", "--config.dataset.num_test=32",
-        "--config.dataset.max_test=32", "--config.eval_batch_size=32"]
+ARGS = UIAT_MOMENTUM_ARGS
 TOTAL_STEPS = 2 * 128 // 16
 PREEMPTED = 143
 WRITTEN_BY_PROCESS_0 = ("config.json", "environment.json", "metrics.jsonl", "results.json")

@@ -41,6 +41,17 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
                         text=True, timeout=timeout)
 
 
+# A 16-step UIAT command line with momentum from epoch 1 of 2, so a per-example buffer lives
+# through the run (and across a resume): 128 synthetic examples / batch 16 = 8 steps an epoch.
+UIAT_MOMENTUM_ARGS = ["-m", "jaxat.main", "--config=configs/uiat.py:synthetic,smoke",
+                      "--config.log.progress=plain", "--config.num_epochs=2", "--config.batch_size=16",
+                      "--config.method.attack.num_steps=2", "--config.eval.pgd_steps=1",
+                      "--config.eval.every_epochs=2", "--config.method.momentum_start=0.5",
+                      "--config.dataset.num_train=128", "--config.dataset.max_train=128",
+                      "--config.dataset.num_test=32", "--config.dataset.max_test=32",
+                      "--config.eval_batch_size=32"]
+
+
 def run_until_sigterm(args: list[str], env: dict) -> tuple[int, str]:
   """Starts `python <args>`, sends SIGTERM once the training step has compiled (the handler
   is installed before compilation) and returns (exit status, stderr)."""
