@@ -6,8 +6,9 @@ import difflib
 import os
 import re
 import sys
+import traceback
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from absl import app, flags
 
@@ -54,6 +55,28 @@ def _exit_with(message: str, status: int, error: BaseException) -> None:
     raise error
   print(f"error: {one_line(message)}", file=sys.stderr)
   sys.exit(status)
+
+
+def exit_at_once(error: BaseException, process_index: int, process_count: int) -> NoReturn:
+  """Ends one of several JAX processes after `error`, which may be its own alone: prints what
+  `run_entry_point` prints (`error: <one line>` for a UsageError or RunStateError, the
+  traceback for anything else or with JAXAT_TRACEBACK=1), prefixed with the process, and
+  exits with the same status through `os._exit`. Why not `sys.exit`: the interpreter's exit
+  handlers include `jax.distributed.shutdown`, which waits at a barrier for processes that
+  are themselves waiting for this one inside a collective, and all would hang. Skipping it
+  stops this process's heartbeat, and JAX's coordination service then ends the others
+  (within --heartbeat_timeout_seconds, docs/scaling.md#when-a-process-fails)."""
+  status = RUN_STATE_EXIT_CODE if isinstance(error, RunStateError) else (
+      USAGE_EXIT_CODE if isinstance(error, UsageError) else 1)
+  who = f"process {process_index} of {process_count}"
+  if isinstance(error, (UsageError, RunStateError)) and os.environ.get(TRACEBACK_ENV, "") in ("", "0"):
+    print(f"error: {who}: {one_line(str(error))}", file=sys.stderr)
+  else:
+    print(f"error: {who} failed:", file=sys.stderr)
+    traceback.print_exception(error, file=sys.stderr)
+  for stream in (sys.stdout, sys.stderr):
+    stream.flush()
+  os._exit(status)
 
 
 def one_line(message: str) -> str:

@@ -14,8 +14,8 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxat.cli_args import (QuietCheckpointInfo, config_argument, rewrite_fraction_overrides,
-                             run_entry_point)
+from jaxat.cli_args import (QuietCheckpointInfo, config_argument, exit_at_once,
+                             rewrite_fraction_overrides, run_entry_point)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
@@ -27,6 +27,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id in [0, num_processes).")
 _DISTRIBUTED_AUTO = flags.DEFINE_bool("distributed_auto", False,
                                       "Multi-host on a TPU VM pod: jax.distributed detects everything.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100,
+    "Multi-host: seconds without a heartbeat after which a process is taken for dead and "
+    "every other process stops (JAX's default is 100).")
 flags.mark_flags_as_required(["config"])
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job.
@@ -45,7 +49,7 @@ def main(argv):
   from jaxat.train import distributed
   setup = distributed.resolve_setup(
       distributed.DistributedFlags(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                   _DISTRIBUTED_AUTO.value), os.environ)
+                                   _DISTRIBUTED_AUTO.value, _HEARTBEAT_TIMEOUT.value), os.environ)
   # Process 0 logs the run; the others speak only to warn (e.g. of a SIGTERM). Set before
   # initialising, which logs too (a TPU pod's process id is known only after it).
   if setup.process_id:
@@ -62,9 +66,15 @@ def main(argv):
   logging.info("workdir: %s", workdir)
   try:
     results = train_and_evaluate(_CONFIG.value, workdir, _ALLOW_EVAL_CHANGE.value)
-  except Preempted as preempted:
+  except Preempted as preempted:  # every process agreed on it (multihost.StopAgreement)
     logging.warning("%s", preempted)
     sys.exit(PREEMPTED_EXIT_CODE)
+  except Exception as error:  # pylint: disable=broad-except
+    # Possibly this process's failure alone: the others must not wait for it forever.
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_count() > 1:
+      exit_at_once(error, jax.process_index(), jax.process_count())
+    raise
   if not main_process:
     return
   summary = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if k.endswith("_acc"))

@@ -25,6 +25,13 @@ def test_slurm_environment_first_node_is_coordinator():
   assert resolve_setup(DistributedFlags(), env) == DistributedSetup("node7:999", 2, 0, "slurm")
 
 
+def test_heartbeat_timeout_reaches_every_kind_of_setup():
+  assert resolve_setup(DistributedFlags(heartbeat_timeout_seconds=7), {}).heartbeat_timeout_seconds == 7
+  setup = resolve_setup(DistributedFlags("127.0.0.1:4321", 2, 1, heartbeat_timeout_seconds=30), {})
+  assert setup == DistributedSetup("127.0.0.1:4321", 2, 1, "flags", 30)
+  assert resolve_setup(DistributedFlags(auto=True), {}).heartbeat_timeout_seconds == 100
+
+
 def test_tpu_pod_auto_detection():
   assert resolve_setup(DistributedFlags(auto=True), {}).source == "auto"
 
@@ -34,6 +41,8 @@ def test_tpu_pod_auto_detection():
     (DistributedFlags("127.0.0.1", 2, 0), "HOST:PORT"),
     (DistributedFlags("127.0.0.1:1", 2, 2), "--process_id=2 must be in [0, 1]"),
     (DistributedFlags("127.0.0.1:1", 2, 0, auto=True), "--distributed_auto"),
+    (DistributedFlags("127.0.0.1:1", 2, 0, heartbeat_timeout_seconds=0),
+     "--heartbeat_timeout_seconds=0"),
 ])
 def test_bad_flags_are_one_line(flags, needle):
   with pytest.raises(UsageError) as error:

@@ -341,7 +341,7 @@ from jaxat.train import distributed
 flags.FLAGS(rewrite_fraction_overrides(["jaxat.main", *sys.argv[1:]]))
 setup = distributed.resolve_setup(distributed.DistributedFlags(
     main._COORDINATOR.value, main._NUM_PROCESSES.value, main._PROCESS_ID.value,
-    main._DISTRIBUTED_AUTO.value), os.environ)
+    main._DISTRIBUTED_AUTO.value, main._HEARTBEAT_TIMEOUT.value), os.environ)
 config = main._CONFIG.value
 validate_config(config, 1)
 print(json.dumps({"setup": list(setup), "workdir": main._WORKDIR.value, "eps": config.method.attack.eps,
@@ -365,12 +365,12 @@ def test_planned_jaxat_commands_are_accepted_by_jaxat(tmp_path):
   overrides = [OVERRIDES[0], "--", OVERRIDES[1]]
   pod = _jaxat_argv_on_workers(_plan(_run("tpu_pod.sh", ["--dry-run", *POD, *overrides], tmp_path).stdout))
   parsed = _parsed_by_jaxat(pod, {})
-  assert parsed["setup"] == [None, None, None, "auto"] and parsed["workdir"] == "/mnt/jaxat/runs/u"
+  assert parsed["setup"] == [None, None, None, "auto", 100] and parsed["workdir"] == "/mnt/jaxat/runs/u"
   assert parsed["eps"] == pytest.approx(8 / 255) and parsed["progress"] == "none"
   assert parsed["dataset"] == "cifar10"
   srun = _srun_argv(_sbatch_file(_run("slurm.sh", ["--dry-run", *SLURM, *overrides], tmp_path).stdout))
   slurm_env = {"SLURM_NTASKS": "6", "SLURM_PROCID": "5", "SLURM_STEP_NODELIST": "gpu[07-09]",
                "JAXAT_COORDINATOR_PORT": "26666"}
   parsed = _parsed_by_jaxat(srun[srun.index("python"):], slurm_env)
-  assert parsed["setup"] == ["gpu07:26666", 6, 5, "slurm"]
+  assert parsed["setup"] == ["gpu07:26666", 6, 5, "slurm", 100]
   assert parsed["eps"] == pytest.approx(8 / 255) and parsed["progress"] == "none"

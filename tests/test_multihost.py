@@ -13,6 +13,8 @@ N hosts (docs/scaling.md#multi-host-training).
   preemption status; the rerun resumes and ends bit-identical to the uninterrupted run.
 - Bad input is one line with status 2 on every process (2 x 2 devices), before anything is
   written.
+- An error on one process alone ends that process at once (status 1, its traceback) and the
+  other within the heartbeat timeout, instead of leaving it waiting in a collective.
 """
 
 import json
@@ -209,3 +211,41 @@ def test_host_placement_each_process_reads_its_own_rows_and_trains_the_same_bits
   half = 16 // 2  # batch_size 16 over 4 devices, two per process
   assert a["host_input"] == {"rows_read_by_process": [half * TOTAL_STEPS] * 2,
                              "steps": TOTAL_STEPS}
+
+
+# Process 1 of a 2-process run, failing alone at step 5 of 16: an error the other process
+# cannot see (the test's stand-in for a bad disk or an out-of-memory error on one host).
+_FAILING_PROCESS = """
+import sys
+from jaxat.train import multihost
+agree = multihost.StopAgreement.stop_now
+def failing(self, step, epoch_end):
+  if step == 5:
+    raise RuntimeError("injected failure on this process only")
+  return agree(self, step, epoch_end)
+multihost.StopAgreement.stop_now = failing
+from jaxat import main
+main.run()
+"""
+
+
+def test_a_failure_on_one_process_ends_every_process_instead_of_hanging(tmp_path):
+  workdir, port = tmp_path / "failing", _free_port()
+  common = [f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2", "--heartbeat_timeout_seconds=10"]
+  healthy = _start([*ARGS, *common, "--process_id=0"], 2, f"{workdir}-p0")
+  failing = _start(["-c", _FAILING_PROCESS, *ARGS[2:], *common, "--process_id=1"], 2,
+                   f"{workdir}-p1")
+  returncode, _, stderr = failing.finish()
+  assert returncode == 1, stderr[-3000:]
+  assert "error: process 1 of 2 failed" in stderr and "injected failure" in stderr
+  failed_at = time.monotonic()
+  # Without the immediate exit, process 1 would wait at jax.distributed.shutdown's barrier
+  # and process 0 in the step's collective, both for minutes. Now process 0 learns of it
+  # either from the collective (gloo sees the connection closed: process 0 then fails too,
+  # status 1) or from JAX's coordination service once process 1's heartbeat has been
+  # missing for 10 s (an abort: what NCCL collectives on GPUs rely on).
+  returncode, _, stderr = healthy.finish()
+  assert returncode != 0 and time.monotonic() - failed_at < 90, stderr[-3000:]
+  assert ("error: process 0 of 2 failed" in stderr or "another task died" in stderr), stderr[-3000:]
+  assert not (workdir / "results.json").exists()

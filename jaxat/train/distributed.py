@@ -22,6 +22,7 @@ class DistributedFlags(NamedTuple):
   num_processes: int = 0
   process_id: int = -1
   auto: bool = False  # TPU VM pod: let jax.distributed.initialize() detect everything
+  heartbeat_timeout_seconds: int = 100  # JAX's default
 
 
 class DistributedSetup(NamedTuple):
@@ -30,6 +31,9 @@ class DistributedSetup(NamedTuple):
   num_processes: int | None
   process_id: int | None
   source: str  # 'flags', 'slurm', 'auto' or 'single' (one process, nothing to initialise)
+  # A process silent this long is taken for dead and JAX's coordination service stops the
+  # others (docs/scaling.md#when-a-process-fails).
+  heartbeat_timeout_seconds: int = 100
 
 
 SLURM_COORDINATOR_PORT = 12345
@@ -50,6 +54,13 @@ def resolve_setup(flags: DistributedFlags, environ: Mapping[str, str]) -> Distri
 
   Raises UsageError (one line, naming the flag and value) on an incomplete or inconsistent set.
   """
+  if flags.heartbeat_timeout_seconds <= 0:
+    raise UsageError(f"--heartbeat_timeout_seconds={flags.heartbeat_timeout_seconds}: expected a "
+                     "positive number of seconds (JAX's default is 100)")
+  return _resolve(flags, environ)._replace(heartbeat_timeout_seconds=flags.heartbeat_timeout_seconds)
+
+
+def _resolve(flags: DistributedFlags, environ: Mapping[str, str]) -> DistributedSetup:
   given = [bool(flags.coordinator_address), flags.num_processes > 0, flags.process_id >= 0]
   if flags.auto:
     if any(given):

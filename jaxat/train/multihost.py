@@ -30,7 +30,8 @@ def initialize(setup: DistributedSetup) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(coordinator_address=setup.coordinator_address,
-                               num_processes=setup.num_processes, process_id=setup.process_id)
+                               num_processes=setup.num_processes, process_id=setup.process_id,
+                               heartbeat_timeout_seconds=setup.heartbeat_timeout_seconds)
   except (RuntimeError, ValueError) as error:
     # JAX's message spans pages (a gRPC status); the first line says what failed.
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
