@@ -1,9 +1,11 @@
-"""Tiny-ImageNet: the original folder layout, the decoded-array cache, the presets and a
-training run on a miniature folder written with Pillow in tmp_path."""
+"""Tiny-ImageNet: the original folder layout, the decoded-array cache, the TFDS route
+(jaxat's own builder), the presets and a training run on a miniature folder written with
+Pillow in tmp_path."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -245,12 +247,6 @@ def test_corrupt_jpeg_names_the_file(miniature):
   one_line(error)
 
 
-def test_tfds_source_is_refused_in_one_line(tmp_path):
-  with pytest.raises(ValueError, match="no TFDS builder") as error:
-    load_dataset(data_config(tmp_path, source="tfds"))
-  assert "'files' or 'auto'" in one_line(error)
-
-
 def test_cache_dir_must_be_a_string(miniature):
   folder, _, _ = miniature
   with pytest.raises(ValueError, match="dataset.cache_dir must be a folder path") as error:
@@ -259,6 +255,97 @@ def test_cache_dir_must_be_a_string(miniature):
   config = load_config("las_at", "tiny_imagenet")   # an override is refused by the config
   with pytest.raises(TypeError, match="cache_dir"):
     config.dataset.cache_dir = 3
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def prepare_tfds(manual_dir, data_dir) -> None:
+  """Prepares the TFDS dataset through the documented command's entry point."""
+  from jaxat.data import tfds_tiny_imagenet
+  assert tfds_tiny_imagenet.main([f"--manual_dir={manual_dir}", f"--data_dir={data_dir}"]) == 0
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """(folder of the miniature, TFDS data_dir prepared from it): written once per module."""
+  root = tmp_path_factory.mktemp("tfds_tiny")
+  folder, _, _ = write_miniature(root / "manual")
+  prepare_tfds(root / "manual", root / "tfds")
+  return folder, root / "tfds"
+
+
+def test_tfds_route_gives_the_folder_routes_arrays(prepared):
+  folder, tfds_dir = prepared
+  from_tfds = load_dataset(data_config(tfds_dir, source="tfds"))
+  from_files = load_dataset(data_config(folder, source="files", cache_dir=str(tfds_dir / "npz")))
+  # Hand-computed labels, independent of both readers: a shifted label or a changed class
+  # order fails here, not only a disagreement between the routes.
+  np.testing.assert_array_equal(from_tfds.train.labels, [0] * 4 + [1] * 4 + [2] * 4)
+  np.testing.assert_array_equal(from_tfds.test.labels, EXPECTED_TEST_LABELS)
+  assert from_tfds.class_names == ("n01", "n02", "n03") and from_tfds.num_classes == 3
+  for index, name in enumerate(sorted(VAL_WNIDS)):
+    image = from_tfds.test.images[index].astype(int)
+    assert np.abs(image - np.asarray(colour(100 + index))).max() <= 3, name
+  # Same bits as the folder route, in the same order (PNG storage is lossless).
+  for split in ("train", "test"):
+    tfds_split, files_split = getattr(from_tfds, split), getattr(from_files, split)
+    assert tfds_split.images.dtype == np.uint8 and tfds_split.labels.dtype == np.int32
+    np.testing.assert_array_equal(tfds_split.images, files_split.images)
+    np.testing.assert_array_equal(tfds_split.labels, files_split.labels)
+  assert from_tfds.class_names == from_files.class_names
+  assert from_tfds.mean == tiny_imagenet.MEAN and from_tfds.std == tiny_imagenet.STD
+
+
+def test_tfds_route_converts_greyscale_to_rgb(prepared):
+  folder, tfds_dir = prepared
+  splits = load_dataset(data_config(tfds_dir, source="tfds"))
+  wnid, k = GREY_FILE
+  image = splits.train.images[TRAIN_PER_CLASS * SORTED_INDEX[wnid] + k]
+  with Image.open(folder / "train" / wnid / "images" / f"{wnid}_{k}.JPEG") as grey:
+    assert grey.mode == "L"
+    decoded_grey = np.asarray(grey)
+  assert image.shape == (SIDE, SIDE, 3)
+  for channel in range(3):
+    np.testing.assert_array_equal(image[..., channel], decoded_grey)
+
+
+def test_auto_reads_a_prepared_tfds_dir_without_the_folder(prepared):
+  _, tfds_dir = prepared
+  splits = load_dataset(data_config(tfds_dir, source="auto"))
+  np.testing.assert_array_equal(splits.test.labels, EXPECTED_TEST_LABELS)
+
+
+def test_tfds_prepared_from_the_zip(tmp_path):
+  folder, _, _ = write_miniature(tmp_path / "src")
+  (tmp_path / "manual").mkdir()
+  shutil.make_archive(str(tmp_path / "manual" / "tiny-imagenet-200"), "zip", folder.parent,
+                      "tiny-imagenet-200")
+  prepare_tfds(tmp_path / "manual", tmp_path / "tfds")
+  splits = load_dataset(data_config(tmp_path / "tfds", source="tfds"))
+  np.testing.assert_array_equal(splits.train.labels, [0] * 4 + [1] * 4 + [2] * 4)
+  np.testing.assert_array_equal(splits.test.labels, EXPECTED_TEST_LABELS)
+  assert splits.class_names == ("n01", "n02", "n03")
+
+
+def test_unprepared_tfds_dir_names_field_value_and_command(tmp_path):
+  with pytest.raises(FileNotFoundError) as error:
+    load_dataset(data_config(tmp_path, source="tfds"))
+  message = one_line(error)
+  assert f"dataset.data_dir='{tmp_path}'" in message
+  assert str(tmp_path / "tiny_imagenet") in message
+  assert "python -m jaxat.data.tfds_tiny_imagenet --manual_dir=" in message
+  assert f"--data_dir={tmp_path}" in message
+
+
+def test_prepare_without_the_files_fails_in_one_line(tmp_path, capsys):
+  from jaxat.data import tfds_tiny_imagenet
+  (tmp_path / "manual").mkdir()
+  assert tfds_tiny_imagenet.main([f"--manual_dir={tmp_path / 'manual'}",
+                                  f"--data_dir={tmp_path / 'tfds'}"]) == 1
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error.startswith("error: Tiny-ImageNet files not found in manual_dir")
+  assert "tiny-imagenet-200.zip" in error
 
 
 # ----------------------------------------------------------------------------- models

@@ -16,7 +16,8 @@ class PublicDatasetFacts:
   """What is known about a public dataset without reading it.
 
   Attributes:
-    class_names: one name per class, indexed by label.
+    class_names: one name per class, indexed by label; empty when the names are the
+      data's own (Tiny-ImageNet: the wnids its files list).
     mean: per-channel mean of the training images scaled to [0, 1].
     std: per-channel standard deviation of the training images scaled to [0, 1].
     image_shape: (H, W, C) of every image.

@@ -3,14 +3,13 @@
 Dataset names and where their pixels come from:
   digits     scikit-learn's bundled 8x8 digits (no files needed).
   synthetic  generated template-plus-noise images of any shape (no files needed).
-  cifar10, cifar100, svhn
+  cifar10, cifar100, svhn, tiny_imagenet
              the original archives' files in data_dir (source='files'), a prepared
              TFDS directory (source='tfds'), or whichever is present (source='auto').
+             Tiny-ImageNet's files are the folder tiny-imagenet-200.zip extracts to,
+             decoded once into a cached .npz (jaxat/data/tiny_imagenet.py); its TFDS
+             builder is jaxat's own (jaxat/data/tfds_tiny_imagenet.py).
   npz        a .npz file or a folder of train.npz / test.npz (source 'files'/'auto').
-  tiny_imagenet
-             the folder tiny-imagenet-200.zip extracts to (source 'files'/'auto'; TFDS
-             has no Tiny-ImageNet builder), decoded once into a cached .npz
-             (jaxat/data/tiny_imagenet.py).
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ ORIGINAL_FILES = {
 
 DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "svhn", "npz", "tiny_imagenet")
 # Datasets read from their original files only: no TFDS builder exists for them.
-FILES_ONLY = ("npz", "tiny_imagenet")
+FILES_ONLY = ("npz",)
 SOURCES = ("auto", "tfds", "files")
 
 
@@ -92,12 +91,6 @@ def _validated_source(name: str, source: Any) -> str:
   if name == "npz" and source == "tfds":
     raise ValueError(
         "dataset 'npz' is read from files only; set source to 'files' or 'auto'"
-    )
-  if name == "tiny_imagenet" and source == "tfds":
-    raise ValueError(
-        "dataset 'tiny_imagenet' has no TFDS builder (TensorFlow Datasets 4.9 lists none); "
-        "set source to 'files' or 'auto' and data_dir to the folder holding the extracted "
-        "tiny-imagenet-200/"
     )
   return source
 
@@ -150,12 +143,14 @@ def load_dataset(cfg: Any) -> DatasetSplits:
       source: one of SOURCES; ignored by 'digits' and 'synthetic'; 'npz' accepts
         'files' and 'auto' only.
       data_dir: str, '' when unset: the folder of original files, the TFDS
-        data_dir, or (for 'npz') a .npz file or folder.
+        data_dir, or (for 'npz') a .npz file or folder. For 'tiny_imagenet' with
+        source 'tfds' the TFDS data_dir prepared by `python -m
+        jaxat.data.tfds_tiny_imagenet`.
       num_train, num_test, image_size, channels, num_classes: ints, read only by
         'synthetic'.
       test_size: int, read only by 'npz' when the data has no test arrays.
-      cache_dir: str, read only by 'tiny_imagenet': folder of the decoded-array cache,
-        '' = the dataset folder.
+      cache_dir: str, read only by 'tiny_imagenet' from files: folder of the
+        decoded-array cache, '' = the dataset folder.
 
   Returns:
     DatasetSplits named cfg.name, images uint8 NHWC 0..255, labels int32.

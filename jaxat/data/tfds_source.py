@@ -2,20 +2,22 @@
 
 Uses `tfds.data_source`, the random-access reader over ArrayRecord files, which works
 without TensorFlow. Nothing is ever downloaded here: the dataset must have been
-prepared beforehand (`tfds build <name> --file_format=array_record`).
+prepared beforehand (`tfds build <name> --file_format=array_record`; for Tiny-ImageNet,
+whose builder jaxat defines, `python -m jaxat.data.tfds_tiny_imagenet`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxat.data.public_datasets import CIFAR10, CIFAR100, SVHN, PublicDatasetFacts
+from jaxat.data.tiny_imagenet import ARCHIVE_FOLDER, IMAGE_SHAPE, MEAN, STD
 from jaxat.data.types import ArrayDataset, DatasetSplits
 
 if TYPE_CHECKING:
@@ -35,11 +37,30 @@ class TfdsDataset:
 
   Attributes:
     tfds_name: the TFDS builder name.
-    facts: canonical class names, channel statistics and image shape.
+    facts: canonical class names (none: the names TFDS recorded are used), channel
+      statistics and image shape.
+    test_split: the TFDS split read as jaxat's test split.
+    register: makes TFDS know a builder it does not ship (None: TFDS ships it).
+    prepare_command: the command that prepares the dataset, '{data_dir}' standing for the
+      TFDS data_dir ('': `tfds build`).
   """
 
   tfds_name: str
   facts: PublicDatasetFacts
+  test_split: str = "test"
+  register: Callable[[], None] | None = None
+  prepare_command: str = ""
+
+
+def _register_tiny_imagenet() -> None:
+  """Imports the builder module, whose class definition registers 'tiny_imagenet' with
+  TFDS; imported on use because it imports TFDS, and a second import is a no-op."""
+  import jaxat.data.tfds_tiny_imagenet  # noqa: F401  (imported for its registration)
+
+
+# No canonical class names: they are the wnids of wnids.txt, recorded while preparing.
+TINY_IMAGENET_FACTS = PublicDatasetFacts(class_names=(), mean=MEAN, std=STD,
+                                         image_shape=IMAGE_SHAPE)
 
 
 TFDS_DATASETS = {
@@ -48,7 +69,22 @@ TFDS_DATASETS = {
     "cifar100": TfdsDataset("cifar100", CIFAR100),
   # svhn_cropped labels are already the digit shown, 0..9.
     "svhn": TfdsDataset("svhn_cropped", SVHN),
+  # Tiny-ImageNet's labelled val folder is the test split, as for the folder reader.
+    "tiny_imagenet": TfdsDataset(
+        "tiny_imagenet", TINY_IMAGENET_FACTS, test_split="validation",
+        register=_register_tiny_imagenet,
+        prepare_command=("python -m jaxat.data.tfds_tiny_imagenet --manual_dir=<folder "
+                         f"holding {ARCHIVE_FOLDER}/ or {ARCHIVE_FOLDER}.zip> "
+                         "--data_dir={data_dir}")),
 }
+
+
+def _builder(name: str, data_dir: str):
+  """The TFDS builder of our dataset `name`, registering it first when TFDS lacks it."""
+  dataset = TFDS_DATASETS[name]
+  if dataset.register is not None:
+    dataset.register()
+  return _tfds().builder(dataset.tfds_name, data_dir=_tfds_data_dir(data_dir))
 
 
 def tfds_dataset_path(name: str, data_dir: str) -> str:
@@ -59,13 +95,18 @@ def tfds_dataset_path(name: str, data_dir: str) -> str:
     data_dir: the TFDS data_dir; '' means the TFDS default ($TFDS_DATA_DIR or
       ~/tensorflow_datasets).
   """
-  builder = _tfds().builder(TFDS_DATASETS[name].tfds_name, data_dir=_tfds_data_dir(data_dir))
-  return str(builder.data_path)
+  return str(_builder(name, data_dir).data_path)
 
 
 def build_instructions(name: str, data_dir: str) -> str:
-  """How to prepare the dataset for TFDS on a machine with internet access."""
+  """How to prepare the dataset for TFDS: `tfds build` on a machine with internet access,
+  or the dataset's own prepare command (Tiny-ImageNet, from local files)."""
   target = data_dir or "<tfds data_dir>"
+  command = TFDS_DATASETS[name].prepare_command
+  if command:
+    # The archive cannot be downloaded by TFDS: it is prepared from local files.
+    return (f"prepare it with `{command.format(data_dir=target)}` and set dataset.data_dir "
+            "to that data_dir (source 'tfds' or 'auto')")
   return (
       f"on a machine with internet run `tfds build {TFDS_DATASETS[name].tfds_name} "
       f"--file_format=array_record --data_dir={target}` (array_record is required: "
@@ -100,9 +141,12 @@ def class_names_from_label_feature(
 
   Args:
     label_feature: the dataset's 'label' feature from its TFDS info.
-    facts: the canonical facts of the same dataset.
+    facts: the canonical facts of the same dataset; with no class names (Tiny-ImageNet),
+      the recorded names are returned.
   """
   names = tuple(label_feature.names)
+  if not facts.class_names:
+    return names
   # TFDS fills label names from the downloaded archive while preparing; info that
   # was not prepared from the archive holds the placeholders '0'..'n-1' instead.
   placeholders = tuple(str(index) for index in range(len(names)))
@@ -115,13 +159,14 @@ def load_tfds(name: str, data_dir: str) -> DatasetSplits:
   """The train and test splits of a prepared TFDS dataset.
 
   Args:
-    name: one of TFDS_DATASETS ('cifar10', 'cifar100', 'svhn').
+    name: one of TFDS_DATASETS ('cifar10', 'cifar100', 'svhn', 'tiny_imagenet').
     data_dir: the TFDS data_dir; '' means the TFDS default.
 
   Returns:
-    DatasetSplits with uint8 (N, 32, 32, 3) images, int32 labels, class names from
-    the TFDS metadata (canonical names when it has only placeholders) and the
-    canonical mean/std.
+    DatasetSplits with uint8 (N, H, W, 3) images (32x32; 64x64 for Tiny-ImageNet), int32
+    labels, class names from the TFDS metadata (canonical names when it has only
+    placeholders) and the canonical mean/std. The test split is the dataset's
+    `test_split` ('validation' for Tiny-ImageNet), read in record order.
 
   Raises:
     ValueError: name is not one of TFDS_DATASETS.
@@ -133,10 +178,12 @@ def load_tfds(name: str, data_dir: str) -> DatasetSplits:
         f"{sorted(TFDS_DATASETS)}"
     )
   dataset = TFDS_DATASETS[name]
+  if dataset.register is not None:
+    dataset.register()
   try:
     train_source, test_source = _tfds().data_source(
         dataset.tfds_name,
-        split=["train", "test"],
+        split=["train", dataset.test_split],
         data_dir=_tfds_data_dir(data_dir),
         download=False,
     )
@@ -144,21 +191,24 @@ def load_tfds(name: str, data_dir: str) -> DatasetSplits:
     # TFDS reports a missing dataset as KeyError, NotImplementedError or OSError
     # depending on what is on disk. Only when the builder confirms that nothing is
     # prepared is the failure translated; any other error propagates unchanged.
-    builder = _tfds().builder(dataset.tfds_name, data_dir=_tfds_data_dir(data_dir))
+    builder = _builder(name, data_dir)
     if builder.is_prepared():
       raise
     raise FileNotFoundError(
         f"TFDS dataset {dataset.tfds_name!r} is not prepared: looked at "
-        f"{builder.data_path}; {build_instructions(name, data_dir)}"
+        f"{builder.data_path} (dataset.data_dir={data_dir!r}); "
+        f"{build_instructions(name, data_dir)}"
     ) from error
   info = train_source.dataset_info
   image_shape = tuple(int(size) for size in info.features["image"].shape)
   num_classes = int(info.features["label"].num_classes)
-  if image_shape != dataset.facts.image_shape or num_classes != dataset.facts.num_classes:
+  # Without canonical class names the class count is the data's (Tiny-ImageNet: wnids.txt).
+  expected_classes = dataset.facts.num_classes or num_classes
+  if image_shape != dataset.facts.image_shape or num_classes != expected_classes:
     raise ValueError(
         f"TFDS dataset {dataset.tfds_name!r} has images {image_shape} and "
         f"{num_classes} classes; expected {dataset.facts.image_shape} and "
-        f"{dataset.facts.num_classes}"
+        f"{expected_classes}"
     )
   return DatasetSplits(
       name=name,
