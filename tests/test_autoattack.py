@@ -9,6 +9,7 @@ import pytest
 
 from jaxat.attacks import autoattack, checks, registry
 from jaxat.eval import robustness
+from jaxat.train import multihost
 
 NUM_CLASSES = 10
 SHAPE = (5, 5, 1)  # L2 Square needs H >= 5
@@ -175,6 +176,28 @@ def test_results_do_not_depend_on_the_batch_size_and_nothing_recompiles_per_batc
   shapes = [shape for attack, _, shape in autoattack.COMPILATIONS if attack == "apgd-t"]
   assert len(shapes) == len(set(shapes))
   assert {s[0] for s in shapes} <= {16, 8, 40}
+
+
+def test_a_share_with_its_index_offset_draws_what_the_whole_set_draws():
+  """One process's share of the test set in a multi-process final evaluation
+  (multihost.batch_shares): with index_offset each example gets the whole set's random
+  start, so the joined shares equal one evaluation of the whole set, point for point."""
+  variables, x, y = toy_problem()
+  shares = multihost.batch_shares(len(x), 16, 2)
+  assert shares == [(0, 32), (32, 40)]
+  assert multihost.batch_shares(8, 16, 2) == [(0, 8), (8, 8)]  # the second process: nothing
+  whole = evaluate("pgd5", batch_size=16, num_buckets=2)
+  parts = [evaluate("pgd5", batch_size=16, num_buckets=2, problem=(variables, x[a:b], y[a:b]),
+                    index_offset=a) for a, b in shares]
+  correct = multihost.gather_shares(np.stack([p.correct["pgd5"] for p in parts[:1]]), shares[:1])
+  np.testing.assert_array_equal(correct[0], whole.correct["pgd5"][:32])  # one process: a join
+  np.testing.assert_array_equal(np.concatenate([p.correct["pgd5"] for p in parts]),
+                                whole.correct["pgd5"])
+  np.testing.assert_array_equal(np.concatenate([p.x_adv["pgd5"] for p in parts]),
+                                whole.x_adv["pgd5"])
+  # Without the offset the second share would restart from other random points.
+  unshifted = evaluate("pgd5", batch_size=16, num_buckets=2, problem=(variables, x[32:], y[32:]))
+  assert not np.array_equal(unshifted.x_adv["pgd5"], whole.x_adv["pgd5"][32:])
 
 
 class _Interrupt(Exception):

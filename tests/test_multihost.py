@@ -15,6 +15,8 @@ N hosts (docs/scaling.md#multi-host-training).
   written.
 - An error on one process alone ends that process at once (status 1, its traceback) and the
   other within the heartbeat timeout, instead of leaving it waiting in a collective.
+- The evaluation suite's items of eval.final_attacks (here cw20) run on every process, each
+  attacking its own share of the test set, and report what one process reports.
 """
 
 import json
@@ -33,7 +35,11 @@ pytestmark = pytest.mark.slow
 
 # UIAT with momentum from epoch 1 of 2: a per-example buffer (sharded by example over the
 # global mesh) lives through the run and across the resume. 128 examples / 16 = 8 steps an epoch.
-ARGS = UIAT_MOMENTUM_ARGS
+# The final evaluation adds CW-20 from the evaluation suite; eval batches of 8 make the 32 test
+# examples 4 batches, so each of 2 processes attacks a share of 2 batches.
+SUITE_ARGS = {"--config.eval_batch_size": "8", "--config.eval.final_attacks": "pgd20,cw20"}
+ARGS = [a for a in UIAT_MOMENTUM_ARGS if a.split("=")[0] not in SUITE_ARGS] + [
+    f"{flag}={value}" for flag, value in SUITE_ARGS.items()]
 TOTAL_STEPS = 2 * 128 // 16
 PREEMPTED = 143
 WRITTEN_BY_PROCESS_0 = ("config.json", "environment.json", "metrics.jsonl", "results.json")
@@ -151,6 +157,18 @@ def test_two_processes_train_what_one_process_trains_and_process_0_alone_writes(
   assert len(sessions) == 1 and sessions[0]["process_count"] == 2
   assert len([f for f in os.listdir(multi) if f.startswith("events.out.tfevents")]) == 1
   assert not [f for f in os.listdir(multi) if f.endswith(".tmp")]
+
+
+def test_suite_attacks_run_on_every_process_and_report_what_one_process_reports(straight_runs):
+  """eval.final_attacks=pgd20,cw20 (docs/scaling.md#multi-host-training): each process
+  attacks its own share of the test set with the per-example draws of the whole set, so the
+  2-process run's CW-20 accuracy (and every per-example result) is the 1-process run's."""
+  single, multi, _ = straight_runs
+  a, b = _read_json(single / "results.json"), _read_json(multi / "results.json")
+  assert b["cw20_acc"] == a["cw20_acc"]
+  assert b["last"] == a["last"]
+  assert set(b["last"]["raw"]) == {"clean_acc", "pgd20_acc", "cw20_acc"}
+  assert 0 <= b["cw20_acc"] <= b["clean_acc"]
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bit_identical(

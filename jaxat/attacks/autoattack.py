@@ -17,8 +17,9 @@ per bucket, whatever the number of batches or of points left.
 
 Randomness: the attack's key is fold_in(key(seed), crc32(name)), pass p's key is
 fold_in(attack key, p); gradient attacks draw per example from fold_in(pass key, example
-index) (results do not depend on batch size or on the other points), Square draws per
-chunk from fold_in(pass key, chunk index). Everything is deterministic given the seed.
+index) (results do not depend on batch size or on the other points; the index is in the
+whole set when x is a slice of it given with `index_offset`), Square draws per chunk from
+fold_in(pass key, chunk index). Everything is deterministic given the seed.
 
 The state (`EnsembleState`) is explicit host data: a run can be stopped after any chunk
 and continued from the state later with identical results.
@@ -238,7 +239,8 @@ def run_ensemble(classifier: Classifier,
                  num_classes: int,
                  batch_size: int = 250,
                  num_buckets: int = NUM_BUCKETS,
-                 on_chunk: Callable[[ChunkEvent, EnsembleState], None] | None = None) -> EnsembleState:
+                 on_chunk: Callable[[ChunkEvent, EnsembleState], None] | None = None,
+                 index_offset: int = 0) -> EnsembleState:
   """Runs (or continues) the ensemble `specs` on x (N,H,W,C) float32 in [0,1], y (N,)
   int, from `state`; returns the final state (the same object, updated in place).
 
@@ -247,7 +249,11 @@ def run_ensemble(classifier: Classifier,
   chunk to the full batch (fewest compilations), more buckets waste less padding when few
   points are left. `on_chunk(event, state)` is called after every chunk (progress display,
   checkpointing); it may raise to stop the run, and the state then continues where it
-  stopped.
+  stopped. `index_offset`: the index of x[0] in a larger set of which x is a contiguous
+  slice; per-example keys then use the larger set's indices, so the gradient attacks draw
+  for each example what a run on the whole set draws (Square's per-chunk draws, and FAB's
+  random restarts beyond the first, still depend on the chunks, i.e. on the points
+  attacked together).
   """
   if norm not in NORMS:
     raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
@@ -281,7 +287,7 @@ def run_ensemble(classifier: Classifier,
       active = np.arange(size) < len(indices)
       x_adv, fooled, rejected = stage_fn(classifier.variables, jnp.asarray(x[padded]),
                                          jnp.asarray(y[padded]), jnp.asarray(active),
-                                         jnp.asarray(padded), attack_key,
+                                         jnp.asarray(padded + index_offset), attack_key,
                                          jnp.asarray(state.chunk, jnp.int32), eps_array,
                                          jnp.asarray(pass_index, jnp.int32))
       fooled = np.asarray(fooled)[:len(indices)]

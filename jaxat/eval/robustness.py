@@ -317,6 +317,14 @@ def _validated_inputs(x, y, eps: float, norm: str, batch_size: int, num_buckets:
   return x, y.astype(np.int32)
 
 
+def _check_index_offset(index_offset, num_examples: int) -> None:
+  # The example indices are int32 inside the attacks.
+  if (not isinstance(index_offset, (int, np.integer)) or index_offset < 0
+      or index_offset + num_examples > np.iinfo(np.int32).max):
+    raise ValueError(f"index_offset must be an integer >= 0 with index_offset + N < 2**31, "
+                     f"got {index_offset!r}")
+
+
 def _item_specs(items: Sequence[str], attack_options: dict[str, dict] | None,
                 num_classes: int) -> dict[str, list[registry.AttackSpec]]:
   attack_options = dict(attack_options or {})
@@ -383,7 +391,8 @@ def evaluate_robustness(model: Any,
                         run_checks: bool = True,
                         state: EvaluationState | None = None,
                         hooks: EvaluationHooks | None = None,
-                        start_from: RobustnessReport | None = None) -> RobustnessReport:
+                        start_from: RobustnessReport | None = None,
+                        index_offset: int = 0) -> RobustnessReport:
   """Clean and robust accuracy of `model` on (x, y) under the attack items `attacks`.
 
   Args:
@@ -403,12 +412,16 @@ def evaluate_robustness(model: Any,
     hooks: progress / checkpoint callbacks.
     start_from: a report at a smaller eps (same items and examples) whose fooled points
       stay fooled here.
+    index_offset: when (x, y) are the examples [index_offset, index_offset + N) of a larger
+      set (one process's share of a test set), the per-example draws are the larger set's
+      (seed, attack, pass, example index); 0 for a whole set.
 
   Returns:
     RobustnessReport.
   """
   eps_value, eps_fraction = parse_eps(eps)
   x, y = _validated_inputs(x, y, eps_value, norm, batch_size, num_buckets, seed)
+  _check_index_offset(index_offset, len(x))
   items = parse_items(attacks)
   classifier = as_classifier(model)
   output = jax.eval_shape(classifier.apply_fn, classifier.variables,
@@ -455,7 +468,7 @@ def evaluate_robustness(model: Any,
       on_chunk = lambda event, _, item=item: hooks.on_chunk(item, event, state)
     run_ensemble(classifier, x, y, item_specs, state.items[item], eps=eps_value, norm=norm,
                  seed=seed, num_classes=num_classes, batch_size=batch_size,
-                 num_buckets=num_buckets, on_chunk=on_chunk)
+                 num_buckets=num_buckets, on_chunk=on_chunk, index_offset=int(index_offset))
     state.finished.append(item)
     item_state = state.items[item]
     for spec in item_specs:

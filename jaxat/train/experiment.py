@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxat.config.validate import FINAL_ATTACKS, extra_settings, input_placement, validate_config
+from jaxat.config.validate import extra_settings, input_placement, validate_config
 from jaxat.data.extra_arrays import check_extra_matches, extra_per_batch, open_extra_data
 from jaxat.data.registry import load_dataset
 from jaxat.data.types import ArrayDataset, DatasetSplits
@@ -78,21 +78,6 @@ def resolve_num_devices(config: ml_collections.ConfigDict) -> int:
   return config.num_devices or available
 
 
-def _check_multi_process_support(config: ml_collections.ConfigDict) -> None:
-  """With several processes, refuses what only one process can do yet: the evaluation
-  suite's attacks in eval.final_attacks (they take the test set on one process's devices;
-  evaluate the finished run with python -m jaxat.evaluate on one host instead)."""
-  if jax.process_count() == 1:
-    return
-  attacks = [a.strip() for a in config.eval.final_attacks.split(",") if a.strip()]
-  suite = [a for a in attacks if a not in FINAL_ATTACKS]
-  if suite:
-    raise ValueError(f"eval.final_attacks={config.eval.final_attacks!r}: {', '.join(suite)} "
-                     f"run on one process only; with {jax.process_count()} processes keep "
-                     f"{','.join(FINAL_ATTACKS)} and evaluate the finished run with "
-                     "python -m jaxat.evaluate on one host")
-
-
 def _validated_inputs(config: ml_collections.ConfigDict):
   """(device count, splits, train, validation, test): every check of the config and the data,
   before anything is built; a bad value raises ValueError/FileNotFoundError."""
@@ -103,7 +88,6 @@ def _validated_inputs(config: ml_collections.ConfigDict):
   train = _truncate(train, config.dataset.max_train)
   test = _truncate(splits.test, config.dataset.max_test)
   get_method_class(config.method.name).validate(config.method, splits.num_classes)
-  _check_multi_process_support(config)
   extra, extra_count = _extra_data(config, splits)
   if len(train) < config.batch_size - extra_count:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set "

@@ -4,6 +4,8 @@ Every process runs the same program on the same data and holds the same replicat
 values; only process 0 writes the run's files (`is_main_process`). A SIGTERM reaches one
 process (or some), so before acting on it the processes agree (`StopAgreement`): all of
 them checkpoint the same step and exit, none is left waiting in a collective.
+The evaluation suite's attacks run per process on a share of the test set (`batch_shares`,
+`local_copy`) and the per-example results are joined on every process (`gather_shares`).
 See docs/scaling.md#multi-host-training.
 """
 
@@ -53,6 +55,46 @@ def from_every_process(value: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return value[None]
   return np.asarray(multihost_utils.process_allgather(value)).reshape((-1,) + value.shape)
+
+
+def local_copy(tree):
+  """A host (numpy) copy of a pytree of fully replicated arrays, read from this process's
+  first device: with several processes a jitted function of the global arrays would be a
+  computation of every process, while one of the copy runs on this process's devices alone."""
+  def leaf_copy(leaf):
+    if isinstance(leaf, jax.Array):
+      if not leaf.is_fully_replicated:
+        raise ValueError(f"local_copy needs fully replicated arrays, got sharding {leaf.sharding}")
+      return np.asarray(leaf.addressable_data(0))
+    return np.asarray(leaf)
+  return jax.tree.map(leaf_copy, tree)
+
+
+def batch_shares(num_examples: int, batch_size: int, process_count: int) -> list[tuple[int, int]]:
+  """[start, stop) of every process's contiguous share of `num_examples` examples, in process
+  order: whole batches of `batch_size` (the last batch may be short), as even as whole batches
+  allow; a process beyond the last batch gets an empty share. On batch boundaries so that every
+  non-empty share but the last holds at least a full batch, and is attacked in the same padded
+  shapes as the whole set in one process."""
+  num_batches = -(-num_examples // batch_size)
+  per_process = -(-num_batches // process_count)
+  bounds = [min(k * per_process * batch_size, num_examples) for k in range(process_count + 1)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def gather_shares(values: np.ndarray, shares: list[tuple[int, int]]) -> np.ndarray:
+  """(*lead, num_examples): every process's `values` (*lead, its share's length), joined along
+  the last axis in process order, on every process (a collective, as `from_every_process`).
+  Shares are padded to the longest for the all-gather, which needs equal shapes."""
+  values = np.asarray(values)
+  # Sent as uint8: the collectives backends do not all carry bool.
+  sent = values.astype(np.uint8) if values.dtype == np.bool_ else values
+  longest = max(stop - start for start, stop in shares)
+  padding = [(0, 0)] * (values.ndim - 1) + [(0, longest - values.shape[-1])]
+  everyone = from_every_process(np.pad(sent, padding))
+  joined = np.concatenate([everyone[k][..., :stop - start] for k, (start, stop) in enumerate(shares)],
+                          axis=-1)
+  return joined.astype(values.dtype)
 
 
 def any_process(flag: bool) -> bool:

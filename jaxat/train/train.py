@@ -206,17 +206,37 @@ def _suite_accuracy(exp: Experiment, params, batch_stats, items: list[str],
                     seed: int) -> dict[str, float]:
   """Test accuracy under the evaluation-suite items (cw20, aa, ...) of eval.final_attacks:
   {'<item>_acc': fraction}, at eval.eps (L-inf) with eval.bn_mode, the suite's default
-  settings (AutoAttack's for aa) and the run's seed."""
+  settings (AutoAttack's for aa) and the run's seed.
+
+  With several processes each one attacks its own share of the test set (whole eval
+  batches, `multihost.batch_shares`) on its own devices, with the per-example draws of the
+  whole set (index_offset), and the per-example results are joined on every process;
+  process 0 logs the warnings of its share (docs/scaling.md#multi-host-training)."""
   from jaxat.eval import robustness  # Imported on use: most runs report clean/PGD-20 only.
   e = exp.config.eval
-  classifier = robustness.jaxat_classifier(exp.model, params, batch_stats,
-                                           "eval" if e.bn_mode == "eval" else "batch_stats")
-  report = robustness.evaluate_robustness(
-      classifier, robustness.as_images(exp.test.images), np.asarray(exp.test.labels),
-      attacks=items, eps=float(e.eps), batch_size=exp.config.eval_batch_size, seed=seed)
-  for warning in report.warnings:
-    logging.warning("final evaluation: %s", warning)
-  return {f"{item}_acc": report.accuracy[item] for item in items}
+  batch = exp.config.eval_batch_size
+  if jax.process_count() > 1:
+    # The weights are global arrays over every process's devices; the suite's jitted
+    # attacks must run on this process's devices alone, so they get a host copy.
+    params, batch_stats = multihost.local_copy((params, batch_stats))
+  shares = multihost.batch_shares(len(exp.test), batch, jax.process_count())
+  start, stop = shares[jax.process_index()]
+  correct = np.zeros((len(items), 0), bool)  # a process beyond the last batch attacks nothing
+  if stop > start:
+    classifier = robustness.jaxat_classifier(exp.model, params, batch_stats,
+                                             "eval" if e.bn_mode == "eval" else "batch_stats")
+    report = robustness.evaluate_robustness(
+        classifier, robustness.as_images(exp.test.images[start:stop]),
+        np.asarray(exp.test.labels[start:stop]), attacks=items, eps=float(e.eps),
+        batch_size=batch, seed=seed, index_offset=start)
+    correct = np.stack([report.correct[item] for item in items])
+    if multihost.is_main_process():
+      where = ("" if jax.process_count() == 1 else
+               f" (process 0's share, test examples {start}..{stop - 1})")
+      for warning in report.warnings:
+        logging.warning("final evaluation%s: %s", where, warning)
+  correct = multihost.gather_shares(correct, shares)  # (items, test examples) on every process
+  return {f"{item}_acc": float(flags.mean()) for item, flags in zip(items, correct)}
 
 
 def _final_report(exp: Experiment, evaluators: _Evaluators, last: TrainState,
