@@ -4,6 +4,10 @@
       [--methods=standard,pgd_at,...] [--num_epochs=N] [--model=small_cnn] \
       [--channels=32,64] [--aa_examples=N] [--root=runs/compare] [--output=...]
 
+A method is a config file of configs/, optionally with that config's variant tokens after a
+colon, joined by `+`: `ancra:mart` runs `configs/ancra.py:<preset>,mart` and
+`las_at:trades` runs `configs/las_at.py:<preset>,trades` (the row is named as written).
+
 For each method and seed this runs `python -m jaxat.main --config=configs/<method>.py:<preset>`
 with the same model (`--model`, `--channels`), number of epochs and batch size, so only
 the method (its loss, attack and optimiser recipe) differs; then
@@ -44,6 +48,14 @@ DEFAULT_METHODS = ("standard", "pgd_at", "trades", "mart", "awp", "hat", "uiat",
                    "iat")
 
 
+def config_argument(method: str, preset: str) -> str:
+  """`ancra:mart+smoke` -> `configs/ancra.py:<preset>,mart,smoke`; `pgd_at` ->
+  `configs/pgd_at.py:<preset>`."""
+  config_file, _, variant = method.partition(":")
+  tokens = [preset, *(t for t in variant.split("+") if t)]
+  return f"configs/{config_file}.py:{','.join(tokens)}"
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="digits", help="dataset token of the configs")
@@ -63,8 +75,10 @@ def main() -> None:
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   for method in methods:
-    if not os.path.exists(os.path.join(REPO_ROOT, "configs", f"{method}.py")):
-      raise ValueError(f"no configs/{method}.py; valid choices: {', '.join(DEFAULT_METHODS)}")
+    config_file = method.split(":")[0]
+    if not os.path.exists(os.path.join(REPO_ROOT, "configs", f"{config_file}.py")):
+      raise ValueError(f"--methods: no configs/{config_file}.py for {method!r}; valid choices "
+                       f"include {', '.join(DEFAULT_METHODS)} and variants such as ancra:mart")
   output = args.output or os.path.join(HERE, "results", f"compare_methods_{args.preset}.json")
   os.makedirs(args.root, exist_ok=True)
 
@@ -82,10 +96,11 @@ def main() -> None:
   started = time.time()
   for method in methods:
     for seed in seeds:
-      workdir = os.path.join(args.root, f"{args.preset}_{method}_seed{seed}")
+      workdir = os.path.join(args.root,
+                             f"{args.preset}_{method.replace(':', '_').replace('+', '_')}_seed{seed}")
       log_path = workdir + ".log"
       if not is_trained(workdir):
-        run(train_command(f"configs/{method}.py:{args.preset}", workdir, seed, overrides),
+        run(train_command(config_argument(method, args.preset), workdir, seed, overrides),
             log_path)
       eval_json = os.path.join(workdir, "eval", "compare.json")
       if not os.path.exists(eval_json):

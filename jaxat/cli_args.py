@@ -65,7 +65,7 @@ def exit_at_once(error: BaseException, process_index: int, process_count: int) -
   handlers include `jax.distributed.shutdown`, which waits at a barrier for processes that
   are themselves waiting for this one inside a collective, and all would hang. Skipping it
   stops this process's heartbeat, and JAX's coordination service then ends the others
-  (within --heartbeat_timeout_seconds, docs/scaling.md#when-a-process-fails)."""
+  (within --heartbeat_timeout_seconds, docs/scaling.md#multi-host-training)."""
   status = RUN_STATE_EXIT_CODE if isinstance(error, RunStateError) else (
       USAGE_EXIT_CODE if isinstance(error, UsageError) else 1)
   who = f"process {process_index} of {process_count}"

@@ -129,3 +129,18 @@ def test_a_torn_last_metrics_line_is_dropped_as_a_resume_drops_it(tmp_path):
   with open(run / "metrics.jsonl", "a") as f:
     f.write('{"epoch": 3, "step": 30, "lr": 0.0')
   assert [r["epoch"] for r in run_files.read_metrics(str(run))] == [1, 2]
+
+
+def test_compare_methods_names_a_variant_with_its_config_tokens():
+  """`--methods=ancra:mart` trains configs/ancra.py with the preset and the variant token, so
+  variants of one config file (ANCRA's objectives, LAS-AT's and ECAS's bases) get rows."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "benchmarks"))
+  import compare_methods
+  assert compare_methods.config_argument("pgd_at", "cifar10_subset") == \
+      "configs/pgd_at.py:cifar10_subset"
+  assert compare_methods.config_argument("ancra:mart", "digits") == "configs/ancra.py:digits,mart"
+  assert compare_methods.config_argument("ecas:uiat+smoke", "digits") == \
+      "configs/ecas.py:digits,uiat,smoke"

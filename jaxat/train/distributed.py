@@ -32,7 +32,7 @@ class DistributedSetup(NamedTuple):
   process_id: int | None
   source: str  # 'flags', 'slurm', 'auto' or 'single' (one process, nothing to initialise)
   # A process silent this long is taken for dead and JAX's coordination service stops the
-  # others (docs/scaling.md#when-a-process-fails).
+  # others (docs/scaling.md#multi-host-training).
   heartbeat_timeout_seconds: int = 100
 
 
