@@ -82,7 +82,9 @@ _CHECKPOINT_SECONDS = flags.DEFINE_float("checkpoint_seconds", 60.0,
 _RESTART = flags.DEFINE_bool("restart", False, "Ignore an existing partial evaluation of this tag.")
 _STOP_AFTER_SECONDS = flags.DEFINE_float(
     "stop_after_seconds", 0.0, "Stop after this many seconds (at the next chunk boundary), "
-    "keeping the partial state, and exit with code 143; 0 = no limit. For wall-time-limited jobs.")
+    "keeping the partial state, and exit with code 143; 0 = no limit. For wall-time-limited jobs. "
+    "An adaptive (ANCRA) evaluation keeps the authors' part only: its adaptive part restarts "
+    "on every rerun, so give that part a whole invocation.")
 _TORCH_CHECKPOINT = flags.DEFINE_string(
     "torch_checkpoint", None, "Evaluate this PyTorch state_dict file instead of a jaxat run; "
     "--workdir is then where eval/ (and config.json) are written. Needs --arch.")
@@ -257,14 +259,29 @@ def main(argv):
     _atomic_savez(partial_path, arrays)
     last_write[0] = time.monotonic()
 
+  def stop_reason() -> str | None:
+    if terminated:
+      return "SIGTERM"
+    if (_STOP_AFTER_SECONDS.value > 0
+        and time.monotonic() - invocation_start >= _STOP_AFTER_SECONDS.value):
+      return f"--stop_after_seconds={_STOP_AFTER_SECONDS.value}"
+    return None
+
   def on_chunk(item, event, current):
     progress.show(item, event)
-    out_of_time = (_STOP_AFTER_SECONDS.value > 0
-                   and time.monotonic() - invocation_start >= _STOP_AFTER_SECONDS.value)
-    if terminated or out_of_time or time.monotonic() - last_write[0] >= _CHECKPOINT_SECONDS.value:
+    reason = stop_reason()
+    if reason or time.monotonic() - last_write[0] >= _CHECKPOINT_SECONDS.value:
       save(current)
-    if terminated or out_of_time:
-      raise _Stopped("SIGTERM" if terminated else f"--stop_after_seconds={_STOP_AFTER_SECONDS.value}")
+    if reason:
+      raise _Stopped(reason)
+
+  def on_adaptive_chunk(item, event, current):
+    # The adaptive part keeps no partial state (a rerun starts it over after the saved
+    # authors' part), so a stop only has to end it between chunks rather than after all of
+    # its sub-evaluations (13 AutoAttack runs for aa on 10 classes).
+    reason = stop_reason()
+    if reason:
+      raise _Stopped(reason)
 
   def on_item_done(item, current):
     progress.close()
@@ -277,21 +294,20 @@ def main(argv):
         norm=_NORM.value, batch_size=batch_size, num_buckets=_NUM_BUCKETS.value, seed=_SEED.value,
         attack_options=attack_options,
         state=state, hooks=robustness.EvaluationHooks(on_chunk, on_item_done))
+    progress.close()
+    payload = report.to_json()
+    arrays = report.arrays()
+    if adaptive:
+      payload.update(_adaptive_results(trained, x, y, report, ancra_adaptive.AncraEvalSettings(
+          attacks=",".join(items), eps=eps, norm=_NORM.value, batch_size=batch_size,
+          num_buckets=_NUM_BUCKETS.value, seed=_SEED.value, attack_options=attack_options,
+          bn_mode=_BN_MODE.value), arrays, robustness.EvaluationHooks(on_adaptive_chunk)))
   except _Stopped as stopped:
     progress.close()
     logging.warning("stopped (%s); the partial evaluation is in %s: run the same command "
                     "again to continue", stopped, partial_path)
     sys.exit(STOPPED_EXIT_CODE)
-  progress.close()
-
-  payload = report.to_json()
-  arrays = report.arrays()
-  if adaptive:
-    payload.update(_adaptive_results(trained, x, y, report, ancra_adaptive.AncraEvalSettings(
-        attacks=",".join(items), eps=eps, norm=_NORM.value, batch_size=batch_size,
-        num_buckets=_NUM_BUCKETS.value, seed=_SEED.value, attack_options=attack_options,
-        bn_mode=_BN_MODE.value), arrays))
-  else:
+  if not adaptive:
     payload["protocol"] = "standard"
   payload.update({
       "tag": tag, "workdir": os.path.abspath(_WORKDIR.value), "checkpoint": checkpoint,
@@ -318,13 +334,13 @@ def main(argv):
     print(f"WARNING: {warning}")
 
 
-def _adaptive_results(trained, x, y, authors, settings, arrays) -> dict:
+def _adaptive_results(trained, x, y, authors, settings, arrays, hooks) -> dict:
   """The payload fields of the adaptive protocol (module docstring) after the authors'
   report `authors`; adds the adaptive per-example correctness to `arrays`."""
   import numpy as np
   from jaxat.eval import ancra_adaptive
   ancra = ancra_adaptive.adaptive_from_authors(trained.model, trained.params, trained.batch_stats,
-                                               x, y, authors, settings)
+                                               x, y, authors, settings, hooks)
   adaptive = ancra.correct["adaptive"]
   for item, correct in adaptive.items():
     arrays[f"adaptive/{item}"] = correct

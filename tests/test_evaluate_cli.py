@@ -100,6 +100,21 @@ def test_adaptive_protocol_is_refused_for_a_model_without_the_gate(workdir):
   assert not os.path.exists(workdir / "eval" / "bad_protocol.json")
 
 
+# `python -m jaxat.evaluate` that sends itself a SIGTERM as the adaptive part starts.
+_SIGTERM_AT_THE_ADAPTIVE_PART = """
+import os, signal, sys
+from jaxat.eval import ancra_adaptive
+adaptive_from_authors = ancra_adaptive.adaptive_from_authors
+def terminated_first(*args, **kwargs):
+  print("adaptive part started", file=sys.stderr, flush=True)
+  os.kill(os.getpid(), signal.SIGTERM)
+  return adaptive_from_authors(*args, **kwargs)
+ancra_adaptive.adaptive_from_authors = terminated_first
+from jaxat import evaluate
+evaluate.run()
+"""
+
+
 def test_a_reverse_attention_run_is_evaluated_adaptively_by_default(tmp_path):
   """ANCRA's gate is a non-differentiable argmax: by default the CLI reports the per-example
   worst case of the authors' protocol, the straight-through gate, every fixed gate and the
@@ -108,10 +123,19 @@ def test_a_reverse_attention_run_is_evaluated_adaptively_by_default(tmp_path):
   authors_accuracy."""
   run = tmp_path / "ancra"
   train_and_evaluate(tiny_config("ancra", num_epochs=1), str(run))
-  common = ["-m", "jaxat.evaluate", f"--workdir={run}", "--attacks=clean,fgsm", "--eps=1/4",
-            "--n_examples=16", "--batch_size=16", "--num_buckets=1", "--progress=none"]
+  flags = [f"--workdir={run}", "--attacks=clean,fgsm", "--eps=1/4", "--n_examples=16",
+           "--batch_size=16", "--num_buckets=1", "--progress=none"]
+  common = ["-m", "jaxat.evaluate", *flags]
+  # A SIGTERM once the authors' part is done stops the adaptive part at its first chunk
+  # (status 143, the authors' part kept) instead of after all its sub-evaluations.
+  terminated = run_cli(["-c", _SIGTERM_AT_THE_ADAPTIVE_PART, *flags, "--tag=adaptive"])
+  assert terminated.returncode == 143, terminated.stderr[-3000:]
+  assert "SIGTERM" in terminated.stderr and "adaptive part started" in terminated.stderr
+  assert (run / "eval" / "adaptive.partial.npz").exists()
+  assert not (run / "eval" / "adaptive.json").exists()
   adaptive = run_cli([*common, "--tag=adaptive"])
   assert adaptive.returncode == 0, adaptive.stderr[-3000:]
+  assert "continuing the partial evaluation" in adaptive.stderr
   standard = run_cli([*common, "--tag=standard", "--protocol=standard"])
   assert standard.returncode == 0, standard.stderr[-3000:]
   with open(run / "eval" / "adaptive.json") as f:

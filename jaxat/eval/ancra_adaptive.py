@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxat.attacks.autoattack import Classifier, predict_logits
-from jaxat.eval.robustness import (RobustnessReport, evaluate_robustness, jaxat_classifier,
-                                   parse_items)
+from jaxat.eval.robustness import (EvaluationHooks, RobustnessReport, evaluate_robustness,
+                                   jaxat_classifier, parse_items)
 from jaxat.models.reverse_attention import ReverseAttentionModelFn
 
 EVALUATIONS = ("authors", "straight_through", "label_enum", "aux_head", "adaptive")
@@ -97,12 +97,13 @@ def is_reverse_attention(model: Any) -> bool:
   return isinstance(model, ReverseAttentionModelFn)
 
 
-def _run(classifier, x, y, items, settings: AncraEvalSettings):
+def _run(classifier, x, y, items, settings: AncraEvalSettings,
+         hooks: EvaluationHooks | None = None):
   return evaluate_robustness(classifier, x, y, attacks=items, eps=settings.eps,
                              norm=settings.norm, batch_size=settings.batch_size,
                              num_buckets=settings.num_buckets, seed=settings.seed,
                              attack_options=settings.attack_options,
-                             run_checks=settings.run_checks)
+                             run_checks=settings.run_checks, hooks=hooks)
 
 
 def evaluate_ancra(model: ReverseAttentionModelFn, params: Any, batch_stats: Any,
@@ -117,10 +118,13 @@ def evaluate_ancra(model: ReverseAttentionModelFn, params: Any, batch_stats: Any
 
 def adaptive_from_authors(model: ReverseAttentionModelFn, params: Any, batch_stats: Any,
                           x: np.ndarray, y: np.ndarray, authors: RobustnessReport,
-                          settings: AncraEvalSettings) -> AncraReport:
+                          settings: AncraEvalSettings,
+                          hooks: EvaluationHooks | None = None) -> AncraReport:
   """The straight-through and label-enumerating evaluations, combined per example with an
   existing authors' report (`evaluate_robustness` of the two-pass model on the same x, y,
-  items and settings; `python -m jaxat.evaluate` resumes that one from its partial state)."""
+  items and settings; `python -m jaxat.evaluate` resumes that one from its partial state).
+  `hooks` reach every sub-evaluation (progress; an on_chunk that raises stops them all:
+  nothing of this part is kept, a rerun starts it over)."""
   items = [i for i in authors.accuracy if i != "clean"]
   authors_classifier = jaxat_classifier(dataclasses.replace(model, gate="argmax"), params,
                                         batch_stats, settings.bn_mode)
@@ -129,7 +133,7 @@ def adaptive_from_authors(model: ReverseAttentionModelFn, params: Any, batch_sta
     return np.argmax(predict_logits(authors_classifier, x_adv, settings.batch_size), -1) == y
 
   straight = _run(jaxat_classifier(dataclasses.replace(model, gate="straight_through"), params,
-                                   batch_stats, settings.bn_mode), x, y, items, settings)
+                                   batch_stats, settings.bn_mode), x, y, items, settings, hooks)
   correct = {"authors": {i: authors.correct[i] for i in items},
              "straight_through": {i: straight.correct[i] & two_pass_correct(straight.x_adv[i])
                                   for i in items}}
@@ -139,14 +143,14 @@ def adaptive_from_authors(model: ReverseAttentionModelFn, params: Any, batch_sta
   label_gated = _LabelGatedLogits(dataclasses.replace(model, gate="argmax"), settings.bn_mode)
   for k in range(num_classes):
     gated = _run(Classifier(label_gated, (params, batch_stats, np.int32(k))), x, y, items,
-                 settings)
+                 settings, hooks)
     warnings[f"label_enum/{k}"] = list(gated.warnings)
     for i in items:
       enum_correct[i] &= two_pass_correct(gated.x_adv[i])
   correct["label_enum"] = enum_correct
   auxiliary = _run(Classifier(_AuxiliaryLogits(dataclasses.replace(model, gate="argmax"),
                                                settings.bn_mode), (params, batch_stats)),
-                   x, y, items, settings)
+                   x, y, items, settings, hooks)
   warnings["aux_head"] = list(auxiliary.warnings)
   # Where the auxiliary head is already wrong on x, its "adversarial" point is x itself.
   correct["aux_head"] = {i: authors.correct["clean"] & two_pass_correct(auxiliary.x_adv[i])
