@@ -22,9 +22,9 @@ is rerun with the same --root (runs resume, evaluations are skipped when their J
 Reverse-attention (ANCRA) runs are evaluated adaptively (`jaxat.evaluate`'s default for
 them): their clean/PGD-20/AA columns are the adaptive numbers, and `authors_pgd20` /
 `authors_aa` (a second table) the authors' protocol on the same runs. Their adaptive AA
-runs AutoAttack 13 times (authors, straight-through, each of 10 label gates, auxiliary
-head): about an hour per small-CNN model on 200 images on a 2-core CPU, so
-`--attacks=clean,pgd20` leaves the AA columns out ("—").
+runs AutoAttack up to 13 times (authors, straight-through, each of 10 label gates,
+auxiliary head; a label gate attacks only the points its gated model gets right), up to
+13× the AA time of a plain model; `--attacks=clean,pgd20` leaves the AA columns out ("—").
 
 HAT trains its standard helper first (in <run>/helper), as `configs/hat.py` does; its
 seconds per epoch count the HAT epochs only.

@@ -18,7 +18,8 @@ measure what that VJP costs or saves per method.
 
 Methods whose step depends on the training phase (e.g. uiat_oneoff) are measured at the
 epoch given by --at_epoch out of --num_epochs, or at their own epoch with `@<epoch>`.
-A method may carry a config token after a colon: `uiat_oneoff:fgsm_mep` is
+A method is a config file of configs/ (so `ecas`, `las_at` count as methods) and may carry
+a config token after a colon: `uiat_oneoff:fgsm_mep` is
 configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
 
   python benchmarks/throughput.py --model=small_cnn --methods=pgd_at,fgsm_mep,uiat_oneoff:fgsm_mep,uiat_oneoff:fgsm_mep@8
@@ -38,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -46,7 +48,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from machine import describe_machine  # noqa: E402
 
-from jaxat.methods.registry import method_names  # noqa: E402
 from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
                                     put_train_data)
 from jaxat.train import sharding  # noqa: E402
@@ -89,11 +90,22 @@ def benchmark_config(method: str, args):
   return config
 
 
-def measure(method: str, args, dtype: str = "auto") -> dict:
-  config = benchmark_config(method, args)
-  config.model.dtype = dtype
+class CompiledStep(NamedTuple):
+  """A method's compiled training step and the arguments it is called with."""
+  compiled: Callable
+  state: object
+  sums: object
+  data: tuple
+  exp: object
+  compile_seconds: float
+
+
+def compile_step(config, scratch_name: str, at_epoch: int = 0) -> CompiledStep:
+  """Builds the experiment of `config`, trains its prerequisites (in /tmp), and compiles
+  its training step, the state's step counter set to the start of epoch `at_epoch` (the
+  counter is an array: `with_step` moves it without recompiling)."""
   exp = build_experiment(config)
-  finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{parse_method(method)[0]}"))
+  finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{scratch_name}"))
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
@@ -102,14 +114,29 @@ def measure(method: str, args, dtype: str = "auto") -> dict:
       sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation),
                    state.step.sharding)
-  at_epoch = parse_method(method)[2]
-  at_epoch = args.at_epoch if at_epoch is None else at_epoch
   if at_epoch:
-    state = state.replace(step=jax.device_put(
-        jax.numpy.asarray(at_epoch * exp.ctx.steps_per_epoch, jax.numpy.int32), state.step.sharding))
+    state = with_step(state, at_epoch * exp.ctx.steps_per_epoch)
   start = time.perf_counter()
   compiled = train_step.lower(state, sums, images, labels, permutation).compile()
-  compile_seconds = time.perf_counter() - start
+  return CompiledStep(compiled, state, sums, (images, labels, permutation), exp,
+                      time.perf_counter() - start)
+
+
+def with_step(state, step: int):
+  """`state` with its global step counter set to `step` (what the method's StepInfo sees)."""
+  return state.replace(step=jax.device_put(jax.numpy.asarray(step, jax.numpy.int32),
+                                           state.step.sharding))
+
+
+def measure(method: str, args, dtype: str = "auto") -> dict:
+  config = benchmark_config(method, args)
+  config.model.dtype = dtype
+  at_epoch = parse_method(method)[2]
+  at_epoch = args.at_epoch if at_epoch is None else at_epoch
+  step = compile_step(config, parse_method(method)[0], at_epoch)
+  compiled, state, sums, exp, compile_seconds = (step.compiled, step.state, step.sums, step.exp,
+                                                 step.compile_seconds)
+  images, labels, permutation = step.data
   for _ in range(args.warmup):
     state, sums = compiled(state, sums, images, labels, permutation)
   jax.block_until_ready(sums)
@@ -165,9 +192,11 @@ def main():
     from jaxat.models import layers
     layers.conv_general_dilated = lax.conv_general_dilated
   methods = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in methods if parse_method(m)[0] not in method_names()]
+  config_names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO_ROOT, "configs"))
+                        if f.endswith(".py") and not f.startswith("_"))
+  unknown = [m for m in methods if parse_method(m)[0] not in config_names]
   if unknown:
-    parser.error(f"unknown methods {unknown}; valid choices: {', '.join(method_names())}")
+    parser.error(f"unknown methods {unknown}; valid choices: {', '.join(config_names)}")
 
   dtypes = [d for d in args.dtypes.split(",") if d]
   bad = [d for d in dtypes if d not in ("float32", "bfloat16", "auto")]
