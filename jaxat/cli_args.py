@@ -57,7 +57,8 @@ def _exit_with(message: str, status: int, error: BaseException) -> None:
   sys.exit(status)
 
 
-def exit_at_once(error: BaseException, process_index: int, process_count: int) -> NoReturn:
+def exit_at_once(error: BaseException, process_index: int, process_count: int,
+                 before_exit: Callable[[], object] | None = None) -> NoReturn:
   """Ends one of several JAX processes after `error`, which may be its own alone: prints what
   `run_entry_point` prints (`error: <one line>` for a UsageError or RunStateError, the
   traceback for anything else or with JAXAT_TRACEBACK=1), prefixed with the process, and
@@ -65,7 +66,9 @@ def exit_at_once(error: BaseException, process_index: int, process_count: int) -
   handlers include `jax.distributed.shutdown`, which waits at a barrier for processes that
   are themselves waiting for this one inside a collective, and all would hang. Skipping it
   stops this process's heartbeat, and JAX's coordination service then ends the others
-  (within --heartbeat_timeout_seconds, docs/scaling.md#multi-host-training)."""
+  (within --heartbeat_timeout_seconds, docs/scaling.md#multi-host-training).
+  `before_exit` runs after the message is out and before `os._exit` (`jaxat.main` passes
+  `multihost.leave_together` for user errors, which every process meets alike)."""
   status = RUN_STATE_EXIT_CODE if isinstance(error, RunStateError) else (
       USAGE_EXIT_CODE if isinstance(error, UsageError) else 1)
   who = f"process {process_index} of {process_count}"
@@ -76,6 +79,8 @@ def exit_at_once(error: BaseException, process_index: int, process_count: int) -
     traceback.print_exception(error, file=sys.stderr)
   for stream in (sys.stdout, sys.stderr):
     stream.flush()
+  if before_exit is not None:
+    before_exit()
   os._exit(status)
 
 

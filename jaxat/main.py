@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from jaxat.cli_args import (QuietCheckpointInfo, config_argument, exit_at_once,
                              rewrite_fraction_overrides, run_entry_point)
+from jaxat.errors import RunStateError, UsageError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file path[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; resumed if it holds a checkpoint).")
@@ -73,7 +74,11 @@ def main(argv):
     # Possibly this process's failure alone: the others must not wait for it forever.
     import jax  # pylint: disable=import-outside-toplevel
     if jax.process_count() > 1:
-      exit_at_once(error, jax.process_index(), jax.process_count())
+      # A user error is every process's: they leave together, or process 0's exit would
+      # abort the ones still on their way to it (docs/scaling.md#multi-host-training).
+      user_error = isinstance(error, (UsageError, RunStateError))
+      exit_at_once(error, jax.process_index(), jax.process_count(),
+                   before_exit=multihost.leave_together if user_error else None)
     raise
   if not main_process:
     return

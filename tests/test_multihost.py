@@ -12,7 +12,7 @@ N hosts (docs/scaling.md#multi-host-training).
 - SIGTERM to one of the 2 processes: both checkpoint the same step and exit with the
   preemption status; the rerun resumes and ends bit-identical to the uninterrupted run.
 - Bad input is one line with status 2 on every process (2 x 2 devices), before anything is
-  written.
+  written, also when one process meets it seconds after the other.
 - An error on one process alone ends that process at once (status 1, its traceback) and the
   other within the heartbeat timeout, instead of leaving it waiting in a collective.
 - The evaluation suite's items of eval.final_attacks (here cw20) run on every process, each
@@ -201,13 +201,37 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bit_iden
   assert _without_timings(records) == _without_timings(_read_jsonl(straight / "metrics.jsonl"))
 
 
+# Process 1 reaches the bad input 5 s after process 0, as a slower host would. (The sleep
+# follows the first question to the backend, whose start-up waits for every process.)
+_SLOW_PROCESS = """
+import time
+from jaxat.train import multihost
+is_main_process = multihost.is_main_process
+def slow_is_main_process():
+  answer = is_main_process()
+  time.sleep(5)
+  return answer
+multihost.is_main_process = slow_is_main_process
+from jaxat import main
+main.run()
+"""
+
+
 def test_bad_input_is_one_line_on_every_process_before_writing(tmp_path):
-  workdir = tmp_path / "bad"
+  workdir, port = tmp_path / "bad", _free_port()
   # 2 processes x 2 devices: batch_size 6 does not divide over the 4 devices of the mesh.
-  outcomes = _finish(_start_processes(workdir, devices=2, extra=["--config.batch_size=6"]))
-  for returncode, _, stderr in outcomes:
+  common = ["--config.batch_size=6", f"--workdir={workdir}",
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+  # Process 0 meets the error first; were it to exit at once, it would take the coordination
+  # service with it and JAX would abort process 1 (status -6) before its one line.
+  procs = [_start([*ARGS, *common, "--process_id=0"], 2, f"{workdir}-p0"),
+           _start(["-c", _SLOW_PROCESS, *ARGS[2:], *common, "--process_id=1"], 2, f"{workdir}-p1")]
+  for index, (returncode, _, stderr) in enumerate(_finish(procs)):
     assert returncode == 2, stderr[-3000:]
-    assert "batch_size=6 is not divisible by the device count 4" in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: process {index} of 2: batch_size=6 is not divisible by the device count 4"), stderr
+    assert "Traceback" not in stderr and "Fatal" not in stderr, stderr[-3000:]
   assert not workdir.exists()
 
 

@@ -42,6 +42,33 @@ def initialize(setup: DistributedSetup) -> None:
                      f"processes): {first}") from None
 
 
+# How long a process that met a user error (UsageError, RunStateError) waits for the other
+# processes to meet it too before leaving alone (leave_together).
+USER_ERROR_WAIT_SECONDS = 60
+
+
+def leave_together(timeout_seconds: float = USER_ERROR_WAIT_SECONDS) -> bool:
+  """Waits at the coordination service's barrier for every process to arrive here too, then
+  disconnects cleanly (`jax.distributed.shutdown`); True when that happened. Called by a
+  process that is about to exit over an error that every process meets alike (a bad
+  config): without it the first process to exit, if it is process 0, takes the coordination
+  service down with it and JAX aborts the processes still on their way to the same error
+  (a core dump instead of the one-line error). False, at once or after `timeout_seconds`,
+  when the error is this process's alone (the others never arrive) or there is no
+  distributed client; the caller then exits anyway, as before."""
+  # JAX has no public barrier with a timeout; the client is what multihost_utils uses.
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  client = getattr(distributed.global_state, "client", None)
+  if client is None:
+    return False
+  try:
+    client.wait_at_barrier("jaxat_leave_together", int(timeout_seconds * 1000))
+    jax.distributed.shutdown()
+  except Exception:  # pylint: disable=broad-except
+    return False  # a timed-out or failed barrier: the caller exits as if alone
+  return True
+
+
 def is_main_process() -> bool:
   """True on process 0, the one process that writes files, logs progress and reports."""
   return jax.process_index() == 0
