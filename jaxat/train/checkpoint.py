@@ -142,30 +142,58 @@ def _walk_tb(tb):
 
 
 class _DropOrbaxRecords(std_logging.Filter):
+  """Drops records logged by orbax itself, and asyncio's 'Task exception was never
+  retrieved' reports whose exception was raised inside orbax or tensorstore."""
+
   def filter(self, record) -> bool:
-    return "orbax" not in record.pathname
+    if "orbax" in record.pathname:
+      return False
+    exc_info = record.exc_info if isinstance(record.exc_info, tuple) else None
+    frames = [frame.f_code.co_filename for frame, _ in _walk_tb(exc_info[2] if exc_info else None)]
+    return not any(part in name for name in frames for part in ("orbax", "tensorstore"))
+
+
+# A reader task or coroutine that a failed restore abandons reports when it is collected
+# ('Task exception was never retrieved' through asyncio's logger, 'Exception ignored in'
+# through sys.unraisablehook), which may be long after the restore attempt returned, at
+# interpreter exit at the latest. So both filters stay for the rest of the process once a
+# restore has been tried; they drop only reports raised inside orbax or tensorstore.
+_ASYNCIO_DROP = _DropOrbaxRecords()
+
+
+class _DropOrbaxUnraisable:
+  """A `sys.unraisablehook` that forwards every report to `forward` except orbax's."""
+
+  def __init__(self, forward):
+    self.forward = forward
+
+  def __call__(self, record):
+    if not _from_checkpoint_internals(record):
+      self.forward(record)
+
+
+def _silence_abandoned_readers() -> None:
+  """Installs the two process-wide filters (once; again if someone replaced the hook)."""
+  asyncio_logger = std_logging.getLogger("asyncio")
+  if _ASYNCIO_DROP not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_ASYNCIO_DROP)
+  if not isinstance(sys.unraisablehook, _DropOrbaxUnraisable):
+    sys.unraisablehook = _DropOrbaxUnraisable(sys.unraisablehook)
 
 
 @contextlib.contextmanager
 def _quiet_checkpoint_internals():
-  """During a restore attempt: drops orbax's log records and the 'exception ignored'
-  reports of its abandoned reader coroutines, which a failed restore prints by the dozen
-  (tracebacks, TensorStore specs) and which say nothing our one warning line does not."""
-  previous_hook = sys.unraisablehook
-
-  def hook(record):
-    if not _from_checkpoint_internals(record):
-      previous_hook(record)
-
+  """During a restore attempt: drops orbax's log records, which a failed restore prints by
+  the dozen (tracebacks, TensorStore specs) and which say nothing our one warning line does
+  not; and, from now on, the reports of the reader coroutines it abandons."""
+  _silence_abandoned_readers()
   drop = _DropOrbaxRecords()
   absl_logger = std_logging.getLogger("absl")
-  sys.unraisablehook = hook
   absl_logger.addFilter(drop)
   try:
     yield
   finally:
     absl_logger.removeFilter(drop)
-    sys.unraisablehook = previous_hook
 
 
 def _restore_newest_readable(manager: ocp.CheckpointManager, which: str, args: Any,
