@@ -24,6 +24,14 @@ configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
 
   python benchmarks/throughput.py --model=small_cnn --methods=pgd_at,fgsm_mep,uiat_oneoff:fgsm_mep,uiat_oneoff:fgsm_mep@8
 
+On a machine whose speed drifts, --rounds=R compiles every method first and then times
+them in turn, R rounds of --steps steps, reporting each method's median round; ratios
+between methods are then measured under the same conditions.
+
+Each result also counts the convolutions of the optimised step (`hlo_convolutions`), which
+shows the passes XLA actually runs: e.g. FGSM-MEP's forward at x + η, written twice (attack
+and regulariser), is computed once.
+
 --dtypes=float32,bfloat16 measures every method once per `model.dtype` (the classifier's
 compute dtype, docs/mixed_precision.md), same seed and data; each result names its dtype
 and, with both, `bfloat16_speedup` = bfloat16 images/s over float32 images/s.
@@ -35,7 +43,9 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -128,28 +138,66 @@ def with_step(state, step: int):
                                            state.step.sharding))
 
 
-def measure(method: str, args, dtype: str = "auto") -> dict:
-  config = benchmark_config(method, args)
-  config.model.dtype = dtype
-  at_epoch = parse_method(method)[2]
-  at_epoch = args.at_epoch if at_epoch is None else at_epoch
-  step = compile_step(config, parse_method(method)[0], at_epoch)
-  compiled, state, sums, exp, compile_seconds = (step.compiled, step.state, step.sums, step.exp,
-                                                 step.compile_seconds)
-  images, labels, permutation = step.data
-  for _ in range(args.warmup):
-    state, sums = compiled(state, sums, images, labels, permutation)
-  jax.block_until_ready(sums)
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    state, sums = compiled(state, sums, images, labels, permutation)
-  jax.block_until_ready(sums)
-  seconds = (time.perf_counter() - start) / args.steps
-  return {"method": method, "dtype": dtype,
-          "resolved_dtype": jax.numpy.dtype(exp.model.module.dtype).name,
-          "seconds_per_step": seconds,
-          "images_per_sec": args.batch_size / seconds, "compile_seconds": compile_seconds,
-          "seconds_per_cifar10_epoch": CIFAR10_TRAIN_SIZE / (args.batch_size / seconds)}
+class Measurement:
+  """A method's compiled step and its evolving state, timed in one or more rounds."""
+
+  def __init__(self, method: str, args, dtype: str = "auto"):
+    config = benchmark_config(method, args)
+    config.model.dtype = dtype
+    at_epoch = parse_method(method)[2]
+    at_epoch = args.at_epoch if at_epoch is None else at_epoch
+    self.method, self.dtype, self.batch_size = method, dtype, args.batch_size
+    self.step = compile_step(config, parse_method(method)[0], at_epoch)
+    self.state, self.sums = self.step.state, self.step.sums
+    self.round_seconds: list[float] = []
+    self.run(args.warmup)
+
+  def run(self, steps: int) -> None:
+    for _ in range(steps):
+      self.state, self.sums = self.step.compiled(self.state, self.sums, *self.step.data)
+    jax.block_until_ready(self.sums)
+
+  def time_round(self, steps: int) -> None:
+    start = time.perf_counter()
+    self.run(steps)
+    self.round_seconds.append((time.perf_counter() - start) / steps)
+
+  def result(self) -> dict:
+    seconds = statistics.median(self.round_seconds)
+    return {"method": self.method, "dtype": self.dtype,
+            "resolved_dtype": jax.numpy.dtype(self.step.exp.model.module.dtype).name,
+            "seconds_per_step": seconds, "round_seconds_per_step": self.round_seconds,
+            "images_per_sec": self.batch_size / seconds, "compile_seconds": self.step.compile_seconds,
+            "seconds_per_cifar10_epoch": CIFAR10_TRAIN_SIZE / (self.batch_size / seconds),
+            "hlo_convolutions": count_convolutions(self.step.compiled)}
+
+
+def measure_all(specs: list[tuple[str, str]], args) -> list[dict]:
+  """Times every (method, dtype). One round: each is compiled, warmed up and timed in turn.
+  Several rounds: all are compiled and warmed up first, then timed `steps` steps each, in
+  turn, once per round, and the median round is reported, so a machine whose speed drifts
+  (a shared 2-core VM) slows every method alike instead of whichever ran at the wrong time."""
+  if args.rounds == 1:
+    results = []
+    for method, dtype in specs:
+      m = Measurement(method, args, dtype)
+      m.time_round(args.steps)
+      results.append(m.result())
+      del m
+    return results
+  measurements = [Measurement(method, args, dtype) for method, dtype in specs]
+  for _ in range(args.rounds):
+    for m in measurements:
+      m.time_round(args.steps)
+  return [m.result() for m in measurements]
+
+
+def count_convolutions(compiled) -> int:
+  """Convolution instructions in the optimised program of a compiled step: forward,
+  input-backward and weight-backward passes of every conv layer that XLA kept after
+  merging identical computations. A while-loop body (PGD's attack step) counts once, and
+  every branch of a lax.switch counts, run or not (UIAT one-off's three targets)."""
+  return len(re.findall(r" convolution\(", compiled.as_text()))
 
 
 def run_torch(args, methods) -> dict | None:
@@ -172,6 +220,9 @@ def main():
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="timing rounds of --steps steps each, methods interleaved; the median "
+                           "round is reported (all steps compiled and held in memory at once)")
   parser.add_argument("--image_size", type=int, default=32)
   parser.add_argument("--num_epochs", type=int, default=10)
   parser.add_argument("--at_epoch", type=int, default=0)
@@ -202,7 +253,9 @@ def main():
   bad = [d for d in dtypes if d not in ("float32", "bfloat16", "auto")]
   if bad or not dtypes:
     parser.error(f"--dtypes={args.dtypes!r}; valid choices: float32, bfloat16, auto")
-  results = [measure(m, args, d) for d in dtypes for m in methods]
+  if args.rounds < 1 or args.steps < 1:
+    parser.error(f"--rounds={args.rounds} --steps={args.steps}; both must be >= 1")
+  results = measure_all([(m, d) for d in dtypes for m in methods], args)
   for dtype in dtypes:
     of_dtype = [r for r in results if r["dtype"] == dtype]
     by_name = {r["method"]: r for r in of_dtype}
@@ -229,7 +282,7 @@ def main():
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
       "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
-      "steps": args.steps, "warmup": args.warmup, "at_epoch": args.at_epoch, "conv": args.conv,
+      "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "at_epoch": args.at_epoch, "conv": args.conv,
       "dtypes": dtypes,
       "machine": describe_machine(), "jaxat": results, "torch": torch_result,
       "comparison": comparison,
@@ -243,7 +296,7 @@ def main():
   for r in results:
     extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at",
                                                    "bfloat16_speedup") if k in r)
-    print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  {extras}")
+    print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  convs={r['hlo_convolutions']}  {extras}")
   for method, c in comparison.items():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
   print(f"written to {out}")

@@ -43,11 +43,15 @@ was computed for a different crop/flip of its image (per-step augmentation; the 
 has the same misalignment); buffer rows follow the example identity. Deviations, all
 documented choices: the engine drops the last incomplete batch of an epoch (those examples
 keep their rows for the epoch); an all-zero gradient gives m ← μ·m instead of the original's
-0/0 = NaN; the forward at x + η is recomputed inside `loss` (batch statistics, running
-averages untouched, so the same values as the train-mode pass of `prepare`), one forward
-pass more than the original, which keeps its graph — prepare must finish the buffer update
-before the differentiated loss. Per batch: a forward and input-backward at x + η in
-`prepare`, then forwards at x + η and x + δ and their backward in `loss`.
+0/0 = NaN; the forward at x + η is written again inside `loss` (batch statistics, running
+averages untouched, so the same values as the train-mode pass of `prepare`) where the
+original keeps its graph — prepare must finish the buffer update before the differentiated
+loss. It costs no second pass: both forwards take the same weights and input in one
+compiled step, and XLA computes them once (the step's optimised program has 12
+convolutions on a two-layer CNN against FGSM-RS's 9, which is what one shared pass gives;
+`hlo_convolutions` of benchmarks/throughput.py). Under AWP the loss runs at perturbed
+weights, and the second forward is real. Per batch: a forward and input-backward at x + η
+in `prepare`, a forward at x + δ, and the weight and input backward of both forwards.
 
 Official quirks (jiaxiaojunQAQ/FGSM-PGI): only FGSM-MEP is published as code (BP and EP
 exist in the paper only; here they use the same δ rule and regulariser as MEP, as the paper
