@@ -183,7 +183,6 @@ def measure_all(specs: list[tuple[str, str]], args) -> list[dict]:
       m = Measurement(method, args, dtype)
       m.time_round(args.steps)
       results.append(m.result())
-      del m
     return results
   measurements = [Measurement(method, args, dtype) for method, dtype in specs]
   for _ in range(args.rounds):
