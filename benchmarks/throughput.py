@@ -26,7 +26,10 @@ configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
 
 On a machine whose speed drifts, --rounds=R compiles every method first and then times
 them in turn, R rounds of --steps steps, reporting each method's median round; ratios
-between methods are then measured under the same conditions.
+between methods are then measured under the same conditions: each `cost_vs_*` is the median
+over the rounds of the per-round ratio, with its quartiles (`cost_vs_*_quartiles`).
+`cost_vs_base` compares `<method>:<base>` (UIAT plugged into <base>) with <base> when both
+are measured. --recompute=JSON re-derives these fields from a result file's stored times.
 
 Each result also counts the convolutions of the optimised step (`hlo_convolutions`), which
 shows the passes XLA actually runs: e.g. FGSM-MEP's forward at x + η, written twice (attack
@@ -191,6 +194,51 @@ def measure_all(specs: list[tuple[str, str]], args) -> list[dict]:
   return [m.result() for m in measurements]
 
 
+def cost(result: dict, reference: dict) -> tuple[float, list[float] | None]:
+  """(seconds per step of `result` over `reference`, quartiles or None). With several
+  rounds: the median over the rounds of the per-round ratio, and its quartiles, so a round
+  in which the machine ran slow slows both sides of its ratio alike."""
+  mine, theirs = result.get("round_seconds_per_step"), reference.get("round_seconds_per_step")
+  if mine and theirs and len(mine) == len(theirs) and len(mine) > 1:
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    return statistics.median(ratios), statistics.quantiles(ratios, n=4)[::2]
+  return result["seconds_per_step"] / reference["seconds_per_step"], None
+
+
+def add_costs(results: list[dict], dtypes: list[str]) -> None:
+  """Adds `cost_vs_standard`, `cost_vs_pgd_at` and, for `<method>:<base>` when the base was
+  measured too (UIAT plugged into it), `cost_vs_base`, each with `_quartiles` after several
+  rounds; among methods of the same dtype."""
+  for dtype in dtypes:
+    of_dtype = [r for r in results if r["dtype"] == dtype]
+    by_name = {r["method"]: r for r in of_dtype}
+    for r in of_dtype:
+      references = {"standard": "standard", "pgd_at": "pgd_at", "base": parse_method(r["method"])[1]}
+      for label, reference in references.items():
+        if reference in by_name:
+          r[f"cost_vs_{label}"], quartiles = cost(r, by_name[reference])
+          if quartiles:
+            r[f"cost_vs_{label}_quartiles"] = quartiles
+
+
+def recompute(path: str) -> None:
+  """Re-derives the cost fields of a result file from its stored times (no timing)."""
+  with open(path) as f:
+    payload = json.load(f)
+  add_costs(payload["jaxat"], payload["dtypes"])
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=2)
+  print_results(payload["jaxat"])
+
+
+def print_results(results: list[dict]) -> None:
+  for r in results:
+    extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at", "cost_vs_base",
+                                                   "bfloat16_speedup") if k in r)
+    print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  "
+          f"{r['seconds_per_step']:.4f} s/step  convs={r.get('hlo_convolutions')}  {extras}")
+
+
 def count_convolutions(compiled) -> int:
   """Convolution instructions in the optimised program of a compiled step: forward,
   input-backward and weight-backward passes of every conv layer that XLA kept after
@@ -236,7 +284,13 @@ def main():
   parser.add_argument("--conv", default="jaxat", choices=("jaxat", "lax"),
                       help="jaxat: the models' convolution (jaxat/models/conv_op.py, custom input-"
                            "gradient VJP); lax: plain lax.conv_general_dilated, to measure that VJP")
+  parser.add_argument("--recompute", default="", metavar="JSON",
+                      help="re-derive the cost fields of an earlier result file from its stored "
+                           "times and rewrite it; nothing is timed")
   args = parser.parse_args()
+  if args.recompute:
+    recompute(args.recompute)
+    return
   if args.conv == "lax":
     from jax import lax
     from jaxat.models import layers
@@ -255,13 +309,7 @@ def main():
   if args.rounds < 1 or args.steps < 1:
     parser.error(f"--rounds={args.rounds} --steps={args.steps}; both must be >= 1")
   results = measure_all([(m, d) for d in dtypes for m in methods], args)
-  for dtype in dtypes:
-    of_dtype = [r for r in results if r["dtype"] == dtype]
-    by_name = {r["method"]: r for r in of_dtype}
-    for r in of_dtype:
-      for reference in ("standard", "pgd_at"):
-        if reference in by_name:
-          r[f"cost_vs_{reference}"] = r["seconds_per_step"] / by_name[reference]["seconds_per_step"]
+  add_costs(results, dtypes)
   by_method = {r["method"]: r for r in results if r["dtype"] == dtypes[0]}
   if {"float32", "bfloat16"} <= set(dtypes):
     float32 = {r["method"]: r for r in results if r["dtype"] == "float32"}
@@ -292,10 +340,7 @@ def main():
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
     json.dump(payload, f, indent=2)
-  for r in results:
-    extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at",
-                                                   "bfloat16_speedup") if k in r)
-    print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  {r['seconds_per_step']:.4f} s/step  convs={r['hlo_convolutions']}  {extras}")
+  print_results(results)
   for method, c in comparison.items():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
   print(f"written to {out}")

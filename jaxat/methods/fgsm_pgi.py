@@ -47,9 +47,8 @@ keep their rows for the epoch); an all-zero gradient gives m ← μ·m instead o
 averages untouched, so the same values as the train-mode pass of `prepare`) where the
 original keeps its graph — prepare must finish the buffer update before the differentiated
 loss. It costs no second pass: both forwards take the same weights and input in one
-compiled step, and XLA computes them once (the step's optimised program has 12
-convolutions on a two-layer CNN against FGSM-RS's 9, which is what one shared pass gives;
-`hlo_convolutions` of benchmarks/throughput.py). Under AWP the loss runs at perturbed
+compiled step, and XLA computes them once (docs/fast_adversarial_training.md counts the
+convolutions of the optimised step). Under AWP the loss runs at perturbed
 weights, and the second forward is real. Per batch: a forward and input-backward at x + η
 in `prepare`, a forward at x + δ, and the weight and input backward of both forwards.
 

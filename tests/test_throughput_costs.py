@@ -1,0 +1,41 @@
+"""benchmarks/throughput.py's cost ratios, from fabricated step times (nothing is timed):
+with several rounds a cost is the median of the per-round ratios, not the ratio of the
+medians, and UIAT plugged into a method is compared with that method."""
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import throughput  # noqa: E402
+
+
+def result(method, rounds):
+  return {"method": method, "dtype": "auto", "round_seconds_per_step": rounds,
+          "seconds_per_step": sorted(rounds)[len(rounds) // 2]}
+
+
+def test_costs_are_medians_of_per_round_ratios_with_quartiles():
+  # Round by round, fgsm_rs / pgd_at = 1/2, 4/8, 2/1 -> median 0.5, while the medians
+  # (2 and 2) would give 1.0. Quartiles of (0.5, 0.5, 2) ('exclusive' method): 0.5 and 2.
+  results = [result("pgd_at", [2.0, 8.0, 1.0]), result("fgsm_rs", [1.0, 4.0, 2.0]),
+             result("uiat_oneoff:fgsm_rs", [1.5, 4.0, 2.0])]
+  throughput.add_costs(results, ["auto"])
+  pgd_at, fgsm_rs, plugged = results
+  assert pgd_at["cost_vs_pgd_at"] == 1.0
+  assert fgsm_rs["cost_vs_pgd_at"] == pytest.approx(0.5)
+  assert fgsm_rs["cost_vs_pgd_at_quartiles"] == pytest.approx([0.5, 2.0])
+  # UIAT over FGSM-RS against FGSM-RS: 1.5, 1, 1 -> median 1.
+  assert plugged["cost_vs_base"] == pytest.approx(1.0)
+  assert plugged["cost_vs_pgd_at"] == pytest.approx(0.75)  # 0.75, 0.5, 2
+  assert "cost_vs_base" not in fgsm_rs and "cost_vs_standard" not in fgsm_rs
+
+
+def test_one_round_divides_the_step_times():
+  results = [result("pgd_at", [4.0]), result("fgsm_rs", [1.0])]
+  throughput.add_costs(results, ["auto"])
+  assert results[1]["cost_vs_pgd_at"] == pytest.approx(0.25)
+  assert "cost_vs_pgd_at_quartiles" not in results[1]
