@@ -38,12 +38,21 @@ and regulariser), is computed once.
 --dtypes=float32,bfloat16 measures every method once per `model.dtype` (the classifier's
 compute dtype, docs/mixed_precision.md), same seed and data; each result names its dtype
 and, with both, `bfloat16_speedup` = bfloat16 images/s over float32 images/s.
+--torch_precisions=fp32,amp runs the PyTorch reference in float32 and with automatic mixed
+precision; `comparison` sets PyTorch fp32 against jaxat float32 and PyTorch AMP against jaxat
+bfloat16 (`<method>/amp`).
+
+--timing_lock=FILE compiles every step first and times (jaxat, then PyTorch) while holding
+an exclusive lock on FILE, so that several benchmark processes on one GPU compile in
+parallel on the host's cores yet time one at a time (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import re
@@ -187,11 +196,37 @@ def measure_all(specs: list[tuple[str, str]], args) -> list[dict]:
       m.time_round(args.steps)
       results.append(m.result())
     return results
-  measurements = [Measurement(method, args, dtype) for method, dtype in specs]
+  return time_rounds([Measurement(method, args, dtype) for method, dtype in specs], args)
+
+
+def time_rounds(measurements: list[Measurement], args) -> list[dict]:
   for _ in range(args.rounds):
     for m in measurements:
       m.time_round(args.steps)
   return [m.result() for m in measurements]
+
+
+@contextlib.contextmanager
+def exclusive(path: str):
+  """Holds an exclusive lock on the file `path` (created if missing) while inside."""
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def measure_under_lock(specs: list[tuple[str, str]], methods: list[str], args):
+  """(jaxat results, PyTorch result) with every step compiled first, outside the lock
+  --timing_lock, and everything timed (jaxat, then PyTorch) inside it: several benchmark
+  processes can then compile at once on a many-core host and still time one at a time on
+  the accelerator they share."""
+  measurements = [Measurement(method, args, dtype) for method, dtype in specs]
+  with exclusive(args.timing_lock):
+    for m in measurements:   # the device may have run another process's work meanwhile
+      m.run(args.warmup)
+    return time_rounds(measurements, args), run_torch(args, methods)
 
 
 def cost(result: dict, reference: dict) -> tuple[float, list[float] | None]:
@@ -255,9 +290,35 @@ def run_torch(args, methods) -> dict | None:
   proc = subprocess.run([args.torch_python, script, f"--model={args.model}",
                          f"--methods={','.join(torch_methods)}", f"--batch_size={args.batch_size}",
                          f"--steps={args.steps}", f"--warmup={args.warmup}",
-                         f"--image_size={args.image_size}", f"--device={args.torch_device}"],
+                         f"--image_size={args.image_size}", f"--device={args.torch_device}",
+                         f"--precisions={args.torch_precisions}"],
                         capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_with_torch(results: list[dict], torch_result: dict | None,
+                       dtypes: list[str]) -> dict:
+  """{key: jaxat and PyTorch images/s and their ratio}. PyTorch fp32 is compared with
+  jaxat float32 when measured, else jaxat's first dtype (key: the method); PyTorch AMP with
+  jaxat bfloat16 when measured, else the same (key: '<method>/amp')."""
+  if not torch_result:
+    return {}
+  full = "float32" if "float32" in dtypes else dtypes[0]
+  jaxat_of = {"fp32": {r["method"]: r for r in results if r["dtype"] == full}}
+  jaxat_of["amp"] = ({r["method"]: r for r in results if r["dtype"] == "bfloat16"}
+                     if "bfloat16" in dtypes else jaxat_of["fp32"])
+  comparison = {}
+  for t in torch_result["results"]:
+    precision = t.get("precision", "fp32")
+    ours = jaxat_of[precision].get(t["method"])
+    if ours is None:
+      continue
+    key = t["method"] if precision == "fp32" else f"{t['method']}/{precision}"
+    comparison[key] = {"jaxat_dtype": ours["dtype"], "torch_precision": precision,
+                       "jaxat_images_per_sec": ours["images_per_sec"],
+                       "torch_images_per_sec": t["images_per_sec"],
+                       "speedup_jaxat_over_torch": ours["images_per_sec"] / t["images_per_sec"]}
+  return comparison
 
 
 def main():
@@ -277,6 +338,13 @@ def main():
   parser.add_argument("--torch_python", default="", help="python with torch installed (optional)")
   parser.add_argument("--torch_device", default="cpu", help="device of the PyTorch reference: "
                       "cpu, cuda, or auto")
+  parser.add_argument("--torch_precisions", default="fp32",
+                      help="precisions of the PyTorch reference: comma list of fp32, amp "
+                           "(torch.autocast; float16 + GradScaler on CUDA)")
+  parser.add_argument("--timing_lock", default="", metavar="FILE",
+                      help="compile first, then time (jaxat and PyTorch) while holding an "
+                           "exclusive lock on FILE: benchmark processes sharing a GPU compile "
+                           "in parallel and time one at a time")
   parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/...)")
   parser.add_argument("--dtypes", default="auto",
                       help="comma-separated model.dtype values to measure each method with: "
@@ -308,22 +376,19 @@ def main():
     parser.error(f"--dtypes={args.dtypes!r}; valid choices: float32, bfloat16, auto")
   if args.rounds < 1 or args.steps < 1:
     parser.error(f"--rounds={args.rounds} --steps={args.steps}; both must be >= 1")
-  results = measure_all([(m, d) for d in dtypes for m in methods], args)
+  specs = [(m, d) for d in dtypes for m in methods]
+  if args.timing_lock:
+    results, torch_result = measure_under_lock(specs, methods, args)
+  else:
+    results = measure_all(specs, args)
+    torch_result = run_torch(args, methods)
   add_costs(results, dtypes)
-  by_method = {r["method"]: r for r in results if r["dtype"] == dtypes[0]}
   if {"float32", "bfloat16"} <= set(dtypes):
     float32 = {r["method"]: r for r in results if r["dtype"] == "float32"}
     for r in results:
       if r["dtype"] == "bfloat16":
         r["bfloat16_speedup"] = r["images_per_sec"] / float32[r["method"]]["images_per_sec"]
-  torch_result = run_torch(args, methods)
-  comparison = {}
-  if torch_result:
-    for t in torch_result["results"]:
-      if t["method"] in by_method:
-        comparison[t["method"]] = {"jaxat_images_per_sec": by_method[t["method"]]["images_per_sec"],
-                                   "torch_images_per_sec": t["images_per_sec"],
-                                   "speedup_jaxat_over_torch": by_method[t["method"]]["images_per_sec"] / t["images_per_sec"]}
+  comparison = compare_with_torch(results, torch_result, dtypes)
   payload = {
       "benchmark": "throughput",
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

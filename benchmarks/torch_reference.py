@@ -8,6 +8,11 @@ flip on tensors already on the device.
 
   python benchmarks/torch_reference.py --model=preact_resnet18 --batch_size=64 --steps=5
 
+--precisions=fp32,amp measures each method once per precision: fp32, or automatic mixed
+precision as the official codes that use it do (`torch.autocast` around every forward of
+the attack and the update, float16 with a GradScaler on CUDA, bfloat16 on CPU). Each result
+names its precision.
+
 Prints one JSON object (images/s per method). Needs only torch and numpy
 (`pip install torch==2.13.0` here; any recent torch elsewhere).
 """
@@ -15,6 +20,7 @@ Prints one JSON object (images/s per method). Needs only torch and numpy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -179,11 +185,26 @@ def trades_loss(model, x, x_adv, y, beta=6.0):
 
 
 METHODS = ("standard", "pgd_at", "trades")
+PRECISIONS = ("fp32", "amp")
+
+
+def autocast_of(precision, device):
+  """A context manager factory: nothing for fp32; for amp, torch.autocast in float16 on
+  CUDA (what AMP means there) and bfloat16 on CPU (CPU autocast's only fast type)."""
+  if precision == "fp32":
+    return contextlib.nullcontext
+  device_type = torch.device(device).type
+  dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+  return lambda: torch.autocast(device_type=device_type, dtype=dtype)
 
 
 def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed=0,
-              device="cpu"):
+              device="cpu", precision="fp32"):
   torch.manual_seed(seed)
+  autocast = autocast_of(precision, device)
+  # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+  scaler = (torch.amp.GradScaler("cuda")
+            if precision == "amp" and torch.device(device).type == "cuda" else None)
   kwargs = {"image_size": image_size} if model_name == "small_cnn" else {}
   model = MODELS[model_name](**kwargs).to(device)
   model.train()
@@ -196,15 +217,21 @@ def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed
   def step(i):
     x = augment(data[i * batch_size:(i + 1) * batch_size])
     y = labels[i * batch_size:(i + 1) * batch_size]
-    if method == "pgd_at":
-      x = pgd_attack(model, x, y)
-    if method == "trades":
-      loss = trades_loss(model, x, trades_attack(model, x), y)
-    else:
-      loss = F.cross_entropy(model(x), y)
+    with autocast():
+      if method == "pgd_at":
+        x = pgd_attack(model, x, y)
+      if method == "trades":
+        loss = trades_loss(model, x, trades_attack(model, x), y)
+      else:
+        loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+      loss.backward()
+      optimizer.step()
+    else:
+      scaler.scale(loss).backward()
+      scaler.step(optimizer)
+      scaler.update()
     return loss
 
   for i in range(warmup):
@@ -216,7 +243,7 @@ def benchmark(model_name, method, batch_size, steps, warmup, image_size=32, seed
     loss = step(i)
   loss.item()
   seconds = time.perf_counter() - start
-  return {"method": method, "seconds_per_step": seconds / steps,
+  return {"method": method, "precision": precision, "seconds_per_step": seconds / steps,
           "images_per_sec": steps * batch_size / seconds}
 
 
@@ -229,14 +256,18 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--image_size", type=int, default=32)
   parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
+  parser.add_argument("--precisions", default="fp32", help="comma list of fp32, amp")
   args = parser.parse_args()
   device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
   methods = [m for m in args.methods.split(",") if m]
   bad = [m for m in methods if m not in METHODS]
   if bad:
     parser.error(f"unknown methods {bad}; valid choices: {', '.join(METHODS)}")
+  precisions = [p for p in args.precisions.split(",") if p]
+  if not precisions or any(p not in PRECISIONS for p in precisions):
+    parser.error(f"--precisions={args.precisions!r}; valid choices: {', '.join(PRECISIONS)}")
   results = [benchmark(args.model, m, args.batch_size, args.steps, args.warmup, args.image_size,
-                       device=device) for m in methods]
+                       device=device, precision=p) for p in precisions for m in methods]
   print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "device": device,
                     "threads": torch.get_num_threads(), "model": args.model,
                     "batch_size": args.batch_size, "results": results}))

@@ -39,3 +39,24 @@ def test_one_round_divides_the_step_times():
   throughput.add_costs(results, ["auto"])
   assert results[1]["cost_vs_pgd_at"] == pytest.approx(0.25)
   assert "cost_vs_pgd_at_quartiles" not in results[1]
+
+
+def test_torch_fp32_meets_jaxat_float32_and_amp_meets_bfloat16():
+  results = [{"method": "pgd_at", "dtype": "float32", "images_per_sec": 300.0},
+             {"method": "pgd_at", "dtype": "bfloat16", "images_per_sec": 900.0},
+             {"method": "uiat", "dtype": "float32", "images_per_sec": 250.0}]
+  torch_result = {"results": [
+      {"method": "pgd_at", "precision": "fp32", "images_per_sec": 100.0},
+      {"method": "pgd_at", "precision": "amp", "images_per_sec": 600.0},
+      {"method": "standard", "precision": "fp32", "images_per_sec": 50.0}]}
+  comparison = throughput.compare_with_torch(results, torch_result, ["float32", "bfloat16"])
+  assert set(comparison) == {"pgd_at", "pgd_at/amp"}   # no jaxat 'standard' measured
+  assert comparison["pgd_at"]["speedup_jaxat_over_torch"] == pytest.approx(3.0)
+  assert comparison["pgd_at"]["jaxat_dtype"] == "float32"
+  assert comparison["pgd_at/amp"]["speedup_jaxat_over_torch"] == pytest.approx(1.5)
+  assert comparison["pgd_at/amp"]["jaxat_dtype"] == "bfloat16"
+  # Without a bfloat16 measurement AMP is compared with what was measured.
+  only_auto = [dict(r, dtype="auto") for r in results[:1]]
+  fallback = throughput.compare_with_torch(only_auto, torch_result, ["auto"])
+  assert fallback["pgd_at/amp"]["speedup_jaxat_over_torch"] == pytest.approx(0.5)
+  assert throughput.compare_with_torch(results, None, ["float32"]) == {}

@@ -160,3 +160,26 @@ def test_export_cli_refuses_a_missing_workdir(tmp_path):
   proc = run_cli(["-m", "jaxat.export", f"--workdir={tmp_path / 'nope'}", f"--out={out}"])
   assert proc.returncode == 2 and "Traceback" not in proc.stderr and not out.exists()
   assert "--workdir=" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_autoattack_benchmark_hands_the_reference_the_same_model_and_images(trained_run, tmp_path):
+  """benchmarks/autoattack_speed.py --workdir: what the reference attacks (the PyTorch export
+  and an images file) is what jaxat attacks: same images in NCHW, labels, and logits."""
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "benchmarks"))
+  import autoattack_speed
+  classifier, x, y, description = autoattack_speed.load_run_problem(str(trained_run), 12)
+  assert x.shape[0] == 12 and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+  assert "standard" in description
+  autoattack_speed.write_reference_problem(str(trained_run), x, y, str(tmp_path))
+  net, x_nchw, labels = autoattack_speed.exported_torch_model(str(tmp_path))
+  np.testing.assert_array_equal(x_nchw, x.transpose(0, 3, 1, 2))
+  np.testing.assert_array_equal(labels, y)
+  from jaxat.train.restore import load_trained_model
+  trained = load_trained_model(str(trained_run))
+  np.testing.assert_array_equal(y, trained.experiment.test.labels[:12])
+  expected = np.asarray(classifier.apply_fn(classifier.variables, x))
+  with torch.no_grad():
+    actual = net.eval()(torch.from_numpy(x_nchw)).numpy()
+  assert np.abs(expected - actual).max() <= 1e-4
