@@ -289,8 +289,9 @@ def _warn_on_constant_predictions(monitor: dict, num_classes: int, epoch: int) -
   share = monitor["top_prediction_share"]
   if num_classes > 1 and share >= CONSTANT_PREDICTION_SHARE:
     logging.warning("epoch %d: the model predicts class %d for %.0f%% of the monitor test "
-                    "images; training has collapsed (docs/architecture.md#batchnorm-modes "
-                    "explains the usual cause: attacks against stale running statistics)",
+                    "images; training has collapsed (docs/architecture.md#when-a-run-collapses: "
+                    "attacks against stale running statistics, or a learning rate too high "
+                    "for the model)",
                     epoch, monitor["top_prediction"], 100 * share)
 
 
