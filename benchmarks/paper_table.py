@@ -50,7 +50,8 @@ REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from run_helpers import (evaluate_command, evaluation_path, is_trained, provenance,  # noqa: E402
-                         read_json, run, seconds_per_epoch, train_command, write_json)
+                         read_json, run, seconds_per_epoch, train_command, training_trace,
+                         write_json)
 from uiat_published import PUBLISHED  # noqa: E402
 
 from jaxat.reports import tables  # noqa: E402
@@ -376,7 +377,8 @@ def read_result(r: Run) -> dict:
           "num_examples": main_eval["num_examples"], "aa_examples": aa_eval["num_examples"],
           "eps": main_eval["eps"], "seconds_per_epoch": seconds_per_epoch(r.workdir),
           "aa_seconds": sum(v for k, v in aa_eval["seconds"].items() if k.startswith("aa/")),
-          "num_epochs": config["num_epochs"], "model": config["model"]}
+          "num_epochs": config["num_epochs"], "model": config["model"],
+          **training_trace(r.workdir)}
 
 
 # --- the tables --------------------------------------------------------------------------

@@ -45,6 +45,16 @@ def seconds_per_epoch(workdir: str) -> float:
   return value
 
 
+def training_trace(workdir: str) -> dict:
+  """What shows a collapsed run without opening its logs: the training loss of every epoch
+  and, where the run logged it, the share of the monitor test images given the most
+  predicted class at the last epoch (1.0: a constant classifier; docs/architecture.md#when-a-run-collapses)."""
+  epochs = runs_module.read_metrics(workdir)
+  shares = [e["test_top_prediction_share"] for e in epochs if "test_top_prediction_share" in e]
+  return {"loss_per_epoch": [round(e["loss"], 4) for e in epochs if "loss" in e],
+          "test_top_prediction_share": shares[-1] if shares else None}
+
+
 def train_command(config: str, workdir: str, seed: int, overrides: list[str]) -> list[str]:
   """`python -m jaxat.main` for one run; the seed is the only per-run override."""
   return [sys.executable, "-m", "jaxat.main", f"--config={config}", f"--workdir={workdir}",

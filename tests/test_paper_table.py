@@ -320,7 +320,10 @@ def write_finished_run(workdir, row_index, seed):
     with open(os.path.join(workdir, name), "w") as f:
       json.dump(content, f)
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    f.write(json.dumps({"epoch": 1, "train_seconds": 4.0}) + "\n")
+    f.write(json.dumps({"epoch": 1, "train_seconds": 4.0, "loss": 5.123456,
+                        "test_top_prediction_share": 0.9}) + "\n")
+    f.write(json.dumps({"epoch": 2, "train_seconds": 4.0, "loss": 2.3,
+                        "test_top_prediction_share": 0.25 + 0.1 * seed}) + "\n")
 
 
 def test_finished_runs_are_reused_and_reported(capsys, tmp_path, monkeypatch):
@@ -347,6 +350,10 @@ def test_finished_runs_are_reused_and_reported(capsys, tmp_path, monkeypatch):
   assert uiat["aa"]["std"] == pytest.approx(0.01 / 2 ** 0.5)
   assert payload["published"] == uiat_published.TABLE6["cifar10"]
   assert payload["runs"][0]["aa_seconds"] == pytest.approx(2.0)
+  # The training trace that shows a collapse: every epoch's loss, the last epoch's share.
+  seed1 = [r for r in payload["runs"] if r["seed"] == 1][0]
+  assert seed1["loss_per_epoch"] == [5.1235, 2.3]
+  assert seed1["test_top_prediction_share"] == pytest.approx(0.35)
   # Our rows rise in table order, as the paper's do on AA except +UAG: ρ = 0.9.
   assert payload["ordering"]["default"]["aa"]["spearman"] == pytest.approx(0.9)
   assert table_cells(out, "+ UAG")[-3:-1] == ["28.50 ± 0.71", "47.63"]
