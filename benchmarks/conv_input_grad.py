@@ -7,6 +7,14 @@ Runs 100 signed input-gradient steps (a PGD loop) of a small CNN (conv3x3 3->16,
 step from Python, with Flax's default convolution and with jaxat/models/conv_op.py.
 Writes seconds per loop (compilation excluded) and the machine as JSON (default
 benchmarks/results/conv_input_grad.json).
+
+  python benchmarks/conv_input_grad.py --shapes [--output=...]
+
+times, instead, the two ways jaxat/models/conv_op.py computes the input gradient of one
+strided 3x3 convolution (the transposed convolution of the HWOI kernel, and the sub-pixel
+convolution) for a grid of batch sizes and layers, 10 gradients in a `lax.fori_loop`
+(median of 5 loops), together with what `subpixel_pays` picks for each shape (default
+benchmarks/results/conv_strided_input_grad.json; docs/performance.md#strided-input-gradients).
 """
 
 from __future__ import annotations
@@ -29,8 +37,14 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=250)
   parser.add_argument("--steps", type=int, default=100)
-  parser.add_argument("--output", default=os.path.join(HERE, "results", "conv_input_grad.json"))
+  parser.add_argument("--output", default="")
+  parser.add_argument("--shapes", action="store_true",
+                      help="time the two strided input gradients over a grid of shapes")
   args = parser.parse_args()
+  if args.shapes:
+    write(strided_shapes(), args, "conv_strided_input_grad.json",
+          "input gradient of one strided 3x3 convolution in a fori_loop: transposed vs sub-pixel")
+    return
 
   import flax.linen as nn
   import jax
@@ -82,15 +96,73 @@ def main() -> None:
     results[name] = {"seconds_fori_loop": in_loop, "seconds_python_loop": from_python}
     print(f"{name}: fori_loop {in_loop:.2f} s, python loop {from_python:.2f} s")
   results["speedup_fori_loop"] = results["lax"]["seconds_fori_loop"] / results["jaxat"]["seconds_fori_loop"]
-  payload = {"benchmark": "PGD-style input-gradient loop, small CNN", "batch_size": args.batch_size,
-             "steps": args.steps, "command": shlex.join(["python"] + sys.argv),
+  print(f"fori_loop speed-up {results['speedup_fori_loop']:.2f}x")
+  write(results, args, "conv_input_grad.json", "PGD-style input-gradient loop, small CNN")
+
+
+# (batch, input channels, output channels, input height = width, stride) of a 3x3 layer.
+STRIDED_SHAPES = tuple((batch, cin, cout, size, 2) for batch in (64, 128, 250)
+                       for cin, cout, size in ((16, 32, 32), (32, 64, 32), (64, 128, 32),
+                                               (128, 256, 16), (256, 512, 8)))
+
+
+def strided_shapes(loops: int = 5, steps: int = 10) -> list[dict]:
+  """Milliseconds per input gradient of each STRIDED_SHAPES layer, both ways."""
+  import jax
+  import jax.numpy as jnp
+  from jax import lax
+
+  from jaxat.models import conv_op
+
+  rows = []
+  for batch, cin, cout, size, stride in STRIDED_SHAPES:
+    input_shape = (batch, size, size, cin)
+    padding = ((1, 1), (1, 1))
+    key_g, key_w = jax.random.split(jax.random.key(0))
+    cotangent = jax.random.normal(key_g, (batch, size // stride, size // stride, cout))
+    kernel = jax.random.normal(key_w, (3, 3, cin, cout))
+    inputs = jnp.zeros(input_shape)
+    ways = {
+        "transposed": lambda g, w: conv_op.transposed_input_gradient(
+            g, w, inputs, window_strides=(stride, stride), padding=padding,
+            lhs_dilation=None, rhs_dilation=None, precision=None),
+        "subpixel": lambda g, w: conv_op.subpixel_input_gradient(
+            g, w, input_shape, (stride, stride), padding),
+    }
+    row = {"batch": batch, "in_channels": cin, "out_channels": cout, "input_size": size,
+           "stride": stride,
+           "subpixel_chosen": conv_op.subpixel_pays(input_shape, kernel.shape, (stride, stride))}
+    for name, gradient in ways.items():
+      # The carry feeds each gradient back into the next, so XLA cannot hoist it.
+      loop = jax.jit(lambda g, w, gradient=gradient: lax.fori_loop(
+          0, steps, lambda i, c: c + 1e-6 * jnp.mean(gradient(c, w)), g))
+      loop(cotangent, kernel).block_until_ready()
+      times = []
+      for _ in range(loops):
+        started = time.perf_counter()
+        loop(cotangent, kernel).block_until_ready()
+        times.append((time.perf_counter() - started) / steps)
+      row[f"{name}_ms"] = 1e3 * sorted(times)[loops // 2]
+    print(f"batch {batch:4d} {cin:4d}->{cout:4d} at {size}x{size}: transposed "
+          f"{row['transposed_ms']:7.2f} ms, sub-pixel {row['subpixel_ms']:7.2f} ms "
+          f"(chosen: {'sub-pixel' if row['subpixel_chosen'] else 'transposed'})")
+    rows.append(row)
+  return rows
+
+
+def write(results, args, default_name: str, benchmark: str) -> None:
+  output = args.output or os.path.join(HERE, "results", default_name)
+  payload = {"benchmark": benchmark, "batch_size": args.batch_size, "steps": args.steps,
+             "command": shlex.join(["python"] + sys.argv),
              "date": datetime.datetime.now().isoformat(timespec="seconds"),
              "machine": describe_machine(), "results": results,
              "load_average": list(os.getloadavg())}
-  os.makedirs(os.path.dirname(args.output), exist_ok=True)
-  with open(args.output, "w") as f:
+  if args.shapes:
+    del payload["batch_size"], payload["steps"]
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  with open(output, "w") as f:
     json.dump(payload, f, indent=2)
-  print(f"fori_loop speed-up {results['speedup_fori_loop']:.2f}x; wrote {args.output}")
+  print(f"wrote {output}")
 
 
 if __name__ == "__main__":

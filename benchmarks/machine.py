@@ -39,6 +39,8 @@ def describe_machine() -> dict:
       "python": sys.version.split()[0],
       "platform": platform.platform(),
   }
+  if os.environ.get("XLA_FLAGS"):
+    info["xla_flags"] = os.environ["XLA_FLAGS"]  # e.g. which library runs CPU convolutions
   try:
     import jax
     import flax

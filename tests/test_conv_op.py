@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxat.models.conv_op import conv_general_dilated
+from jaxat.models.conv_op import conv_general_dilated, subpixel_input_gradient, subpixel_pays
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -49,3 +49,62 @@ def test_other_layouts_pass_through():
   np.testing.assert_array_equal(
       conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn),
       lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn))
+
+
+def test_subpixel_input_gradient_by_hand():
+  # One row of width 4, a 1x3 kernel w = (1, 10, 100), stride 2, padding 1:
+  # y0 = x0*10 + x1*100, y1 = x1*1 + x2*10 + x3*100. With cotangent g = (1, 2):
+  # dx = (10, 100 + 2, 20, 200).
+  kernel = jnp.array([1.0, 10.0, 100.0]).reshape(1, 3, 1, 1)
+  cotangent = jnp.array([1.0, 2.0]).reshape(1, 1, 2, 1)
+  grad = subpixel_input_gradient(cotangent, kernel, (1, 1, 4, 1), (1, 2), ((0, 0), (1, 1)))
+  np.testing.assert_array_equal(np.asarray(grad).ravel(), [10.0, 102.0, 20.0, 200.0])
+
+
+@pytest.mark.parametrize("size, window, stride, padding, channels", [
+    ((8, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), 3),
+    ((7, 9), (3, 3), (2, 2), "SAME", 4),
+    ((7, 9), (2, 3), (3, 2), "VALID", 2),
+    ((8, 8), (1, 1), (2, 2), "VALID", 4),       # a ResNet shortcut: phases without taps
+    ((9, 9), (5, 5), (2, 1), ((0, 2), (2, 0)), 3),
+    ((6, 6), (3, 3), (1, 1), ((1, 1), (1, 1)), 5)])
+def test_subpixel_input_gradient_matches_the_transposed_convolution(
+    size, window, stride, padding, channels):
+  kx, kk, kc = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(kx, (2, *size, channels))
+  w = jax.random.normal(kk, (*window, channels, 5))
+  out, vjp = jax.vjp(lambda z: lax.conv_general_dilated(z, w, stride, padding,
+                                                        dimension_numbers=DN), x)
+  cot = jax.random.normal(kc, out.shape)
+  ours = subpixel_input_gradient(cot, w, x.shape, stride, padding)
+  np.testing.assert_allclose(ours, vjp(cot)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_route_is_taken_where_it_pays():
+  assert subpixel_pays((128, 32, 32, 16), (3, 3, 16, 32), (2, 2))
+  assert not subpixel_pays((64, 32, 32, 16), (3, 3, 16, 32), (2, 2))    # batch below 128
+  assert not subpixel_pays((250, 16, 16, 64), (3, 3, 64, 128), (2, 2))  # input below 32x32
+  assert not subpixel_pays((250, 32, 32, 16), (3, 3, 16, 32), (1, 1))   # not strided
+  assert not subpixel_pays((250, 32, 32, 16), (1, 1, 16, 32), (2, 2))   # 1x1 shortcut
+
+
+def test_the_subpixel_route_matches_lax_through_the_op():
+  # A shape on the sub-pixel route (batch 128, 32x32, stride 2): values, both gradients
+  # and the second-order gradient GradAlign takes agree with lax.conv_general_dilated.
+  kx, kk, kc = jax.random.split(jax.random.key(2), 3)
+  x = jax.random.normal(kx, (128, 32, 32, 1))
+  w = jax.random.normal(kk, (3, 3, 1, 2))
+  cot = jax.random.normal(kc, (128, 16, 16, 2))
+
+  def run(conv):
+    def f(x, w):
+      return conv(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN)
+    out, vjp = jax.vjp(f, x, w)
+    second = jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * cot))(x) ** 2))(w)
+    return out, *vjp(cot), second
+
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(conv_general_dilated(
+      x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN) * cot)))(x))
+  assert "lhs_dilation=(2, 2)" not in jaxpr  # no transposed (dilated) convolution
+  for a, b in zip(run(conv_general_dilated), run(lax.conv_general_dilated)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
