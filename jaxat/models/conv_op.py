@@ -132,9 +132,9 @@ SUBPIXEL_MIN_AREA = 32 * 32
 def subpixel_pays(input_shape, kernel_shape, window_strides) -> bool:
   """Whether `subpixel_input_gradient` is the faster ∂x on XLA:CPU for this convolution:
   strided, a window wider than the stride, an input of at least 32×32 pixels and a batch of
-  at least 128. Measured with jax 0.10.2 on a 2-core x86 VM (`python
-  benchmarks/conv_input_grad.py --shapes`; the table is in docs/performance.md#when-it-is-
-  used): in a loop at batch 250 it took 3.8 ms against 26.3 ms for a 16→32 stride-2 layer
+  at least 128. Measured with jax 0.10.2 on a 2-core x86 VM
+  (`python benchmarks/conv_input_grad.py --shapes`; the table is in
+  docs/performance.md#when-it-is-used): in a loop at batch 250 it took 3.8 ms against 26.3 ms for a 16→32 stride-2 layer
   on 32×32 inputs and 16.7 against 56.7 ms for 32→64, but was slower on 8×8 inputs (68
   against 48 ms for 256→512) and at batch 64 for 32→64 (8.4 against 6.6 ms). For stride 1
   the transposed convolution of the HWOI kernel was as fast or faster."""
