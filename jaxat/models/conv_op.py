@@ -70,9 +70,10 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
 
   def backward(residuals, cotangent):
     x, kernel = residuals
-    if (_trivial(lhs_dilation) and _trivial(rhs_dilation)
+    if (trivial_dilation(lhs_dilation) and trivial_dilation(rhs_dilation)
         and subpixel_pays(x.shape, kernel.shape, window_strides)):
-      grad_x = subpixel_input_gradient(cotangent, kernel, x.shape, window_strides, padding)
+      grad_x = subpixel_input_gradient(cotangent, kernel, x.shape, window_strides, padding,
+                                       precision)
     else:
       grad_x = transposed_input_gradient(cotangent, kernel, x, **settings)
     _, kernel_vjp = jax.vjp(lambda weights: conv_hwio(x, weights), kernel)
@@ -95,7 +96,8 @@ def transposed_input_gradient(cotangent, kernel, inputs, **settings):
   return input_vjp(cotangent)[0]
 
 
-def _trivial(value) -> bool:
+def trivial_dilation(value) -> bool:
+  """Whether a dilation argument (None or per-dimension factors) dilates nothing."""
   return value is None or all(v == 1 for v in value)
 
 
@@ -134,10 +136,11 @@ def subpixel_pays(input_shape, kernel_shape, window_strides) -> bool:
   strided, a window wider than the stride, an input of at least 32×32 pixels and a batch of
   at least 128. Measured with jax 0.10.2 on a 2-core x86 VM
   (`python benchmarks/conv_input_grad.py --shapes`; the table is in
-  docs/performance.md#when-it-is-used): in a loop at batch 250 it took 3.8 ms against 26.3 ms for a 16→32 stride-2 layer
-  on 32×32 inputs and 16.7 against 56.7 ms for 32→64, but was slower on 8×8 inputs (68
-  against 48 ms for 256→512) and at batch 64 for 32→64 (8.4 against 6.6 ms). For stride 1
-  the transposed convolution of the HWOI kernel was as fast or faster."""
+  docs/performance.md#when-it-is-used): in a loop at batch 250 it took 3.8 ms against
+  26.3 ms for a 16→32 stride-2 layer on 32×32 inputs and 16.7 against 56.7 ms for 32→64,
+  but was slower on 8×8 inputs (68 against 48 ms for 256→512) and at batch 64 for 32→64
+  (8.4 against 6.6 ms). For stride 1 the transposed convolution of the HWOI kernel was as
+  fast or faster."""
   batch, height, width = input_shape[:3]
   strided = any(s > 1 for s in window_strides)
   wide = any(k > s for k, s in zip(kernel_shape[:2], window_strides))
@@ -145,7 +148,8 @@ def subpixel_pays(input_shape, kernel_shape, window_strides) -> bool:
           and batch >= SUBPIXEL_MIN_BATCH)
 
 
-def subpixel_input_gradient(cotangent, kernel, input_shape, window_strides, padding):
+def subpixel_input_gradient(cotangent, kernel, input_shape, window_strides, padding,
+                            precision=None):
   """∂x of an NHWC/HWIO convolution without dilation, as one stride-1 convolution.
 
   The transposed convolution that `lax.conv_general_dilated`'s VJP uses for ∂x dilates the
@@ -158,7 +162,7 @@ def subpixel_input_gradient(cotangent, kernel, input_shape, window_strides, padd
 
   Shapes: cotangent (N, OH, OW, C_out), kernel (KH, KW, C_in, C_out), input_shape
   (N, H, W, C_in); returns (N, H, W, C_in). Equal to the transposed convolution up to
-  float32 summation order.
+  float32 summation order. `precision`: the forward convolution's, passed on.
   """
   batch, height, width, in_channels = input_shape
   window = kernel.shape[:2]
@@ -180,7 +184,7 @@ def subpixel_input_gradient(cotangent, kernel, input_shape, window_strides, padd
       taps_h.shape[1], taps_w.shape[1], kernel.shape[3], -1)
   phase_kernel = lax.optimization_barrier(phase_kernel)
   out = lax.conv_general_dilated(padded, phase_kernel, (1, 1), "VALID",
-                                 dimension_numbers=_NHWC_HWIO)
+                                 dimension_numbers=_NHWC_HWIO, precision=precision)
   out = out.reshape(batch, rows[0], rows[1], strides[0], strides[1], in_channels)
   out = jnp.transpose(out, (0, 1, 3, 2, 4, 5)).reshape(
       batch, rows[0] * strides[0], rows[1] * strides[1], in_channels)

@@ -84,10 +84,6 @@ def _same_conv3x3_backward(residuals, cotangent):
 same_conv3x3.defvjp(_same_conv3x3_forward, _same_conv3x3_backward)
 
 
-def _trivial(value) -> bool:
-  return value is None or tuple(value) == (1, 1)
-
-
 def generator_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                    rhs_dilation=None, dimension_numbers=None, **kwargs):
   """`same_conv3x3` for what Flax's `nn.Conv` passes for a stride-1 3x3 conv with padding
@@ -95,7 +91,7 @@ def generator_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilati
   jaxat/models/conv_op.py."""
   if (tuple(rhs.shape[:2]) == (3, 3) and tuple(window_strides) == (1, 1)
       and not isinstance(padding, str) and tuple(map(tuple, padding)) == _SAME_3X3
-      and _trivial(lhs_dilation) and _trivial(rhs_dilation)
+      and conv_op.trivial_dilation(lhs_dilation) and conv_op.trivial_dilation(rhs_dilation)
       and conv_op._is_nhwc_hwio(dimension_numbers, lhs.ndim)
       and kwargs.get("feature_group_count", 1) == 1 and kwargs.get("batch_group_count", 1) == 1
       and kwargs.get("preferred_element_type") is None):
