@@ -53,6 +53,7 @@ from machine import describe_machine  # noqa: E402
 from run_helpers import write_json  # noqa: E402
 from throughput import benchmark_config, compile_step, with_step  # noqa: E402
 
+from jaxat import xla_cpu  # noqa: E402
 from jaxat.methods import las_at  # noqa: E402
 from jaxat.models.strategy_net import sample_actions  # noqa: E402
 
@@ -98,7 +99,7 @@ def strategy_forward_seconds(stepper: Stepper, args) -> float:
   images = jax.device_get(stepper.step.data[0])[:args.batch_size]
   key = jax.random.key(0)
 
-  @jax.jit
+  @xla_cpu.jit
   def forward(state, x):
     logits, _ = las_at.strategy_logits(learner, state, x, train=False)
     return sample_actions(key, logits)

@@ -28,6 +28,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from machine import describe_machine  # noqa: E402
+from jaxat import xla_cpu  # noqa: E402
 from jaxat.train.experiment import build_experiment, epoch_permutation_fn, init_state, put_train_data  # noqa: E402
 from jaxat.train.step import build_step_fn  # noqa: E402
 
@@ -44,7 +45,7 @@ def main(_):
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation_of = epoch_permutation_fn(exp)
-  step_fn = jax.jit(build_step_fn(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule))
+  step_fn = xla_cpu.jit(build_step_fn(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule))
   test_x = jnp.asarray(exp.test.images[:1000], jnp.float32) / 255.0
   test_y = np.asarray(exp.test.labels[:1000])
   losses = []

@@ -10,11 +10,13 @@ benchmarks/results/conv_input_grad.json).
 
   python benchmarks/conv_input_grad.py --shapes [--output=...]
 
-times, instead, the two ways jaxat/models/conv_op.py computes the input gradient of one
-strided 3x3 convolution (the transposed convolution of the HWOI kernel, and the sub-pixel
-convolution) for a grid of batch sizes and layers, 10 gradients in a `lax.fori_loop`
-(median of 5 loops), together with what `subpixel_pays` picks for each shape (default
-benchmarks/results/conv_strided_input_grad.json; docs/performance.md#strided-input-gradients).
+times, instead, the three ways jaxat/models/conv_op.py computes the input gradient of one
+3x3 convolution (the transposed convolution of the HWOI kernel, the sub-pixel convolution,
+the matrix product with col2im) for a grid of batch sizes and layers, 10 gradients in a
+`lax.fori_loop` (median of 5 loops), together with the way `input_gradient_route` picks
+for each shape (default benchmarks/results/conv_input_grad_shapes.json;
+docs/performance.md#input-gradients-as-a-matrix-product). Compiled as jaxat compiles
+(`jaxat.xla_cpu.jit`).
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--output", default="")
   parser.add_argument("--shapes", action="store_true",
-                      help="time the two strided input gradients over a grid of shapes")
+                      help="time the three input gradients over a grid of shapes")
   args = parser.parse_args()
   if args.shapes:
-    write(strided_shapes(), args, "conv_strided_input_grad.json",
-          "input gradient of one strided 3x3 convolution in a fori_loop: transposed vs sub-pixel")
+    write(input_gradient_shapes(), args, "conv_input_grad_shapes.json",
+          "input gradient of one 3x3 convolution in a fori_loop: transposed, sub-pixel, "
+          "matrix product")
     return
 
   import flax.linen as nn
@@ -52,6 +55,7 @@ def main() -> None:
   import numpy as np
   from jax import lax
 
+  from jaxat import xla_cpu
   from jaxat.models.conv_op import conv_general_dilated as jaxat_conv
 
   class SmallCNN(nn.Module):
@@ -79,9 +83,9 @@ def main() -> None:
         return -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(x.shape[0]), y])
       return jnp.clip(x + 0.001 * jnp.sign(jax.grad(loss)(x)), 0.0, 1.0)
 
-    loop = jax.jit(lambda params, x, step=step: lax.fori_loop(
+    loop = xla_cpu.jit(lambda params, x, step=step: lax.fori_loop(
         0, args.steps, lambda i, z: step(params, z), x))
-    jitted_step = jax.jit(step)
+    jitted_step = xla_cpu.jit(step)
     loop(params, x).block_until_ready()
     started = time.perf_counter()
     loop(params, x).block_until_ready()
@@ -100,22 +104,28 @@ def main() -> None:
   write(results, args, "conv_input_grad.json", "PGD-style input-gradient loop, small CNN")
 
 
-# (batch, input channels, output channels, input height = width, stride) of a 3x3 layer.
-STRIDED_SHAPES = tuple((batch, cin, cout, size, 2) for batch in (64, 128, 250)
-                       for cin, cout, size in ((16, 32, 32), (32, 64, 32), (64, 128, 32),
-                                               (128, 256, 16), (256, 512, 8)))
+# (batch, input channels, output channels, input height = width, stride) of a 3x3 layer:
+# the strided layers of the small CNN and (PreAct) ResNet-18, and stride-1 layers with few
+# to many input channels (an image model's first layer has 3).
+SHAPES = tuple((batch, cin, cout, size, 2) for batch in (64, 128, 250)
+               for cin, cout, size in ((16, 32, 32), (32, 64, 32), (64, 128, 32),
+                                       (128, 256, 16), (256, 512, 8))) + tuple(
+    (batch, cin, cout, 32, 1) for batch in (64, 128, 250)
+    for cin, cout in ((3, 32), (8, 32), (16, 32), (64, 64)))
 
 
-def strided_shapes(loops: int = 5, steps: int = 10) -> list[dict]:
-  """Milliseconds per input gradient of each STRIDED_SHAPES layer, both ways."""
+def input_gradient_shapes(loops: int = 5, steps: int = 10) -> list[dict]:
+  """Milliseconds per input gradient of each SHAPES layer, every way jaxat/models/conv_op.py
+  has, and the way its dispatch (`input_gradient_route`) picks."""
   import jax
   import jax.numpy as jnp
   from jax import lax
 
+  from jaxat import xla_cpu
   from jaxat.models import conv_op
 
   rows = []
-  for batch, cin, cout, size, stride in STRIDED_SHAPES:
+  for batch, cin, cout, size, stride in SHAPES:
     input_shape = (batch, size, size, cin)
     padding = ((1, 1), (1, 1))
     key_g, key_w = jax.random.split(jax.random.key(0))
@@ -128,13 +138,16 @@ def strided_shapes(loops: int = 5, steps: int = 10) -> list[dict]:
             lhs_dilation=None, rhs_dilation=None, precision=None),
         "subpixel": lambda g, w: conv_op.subpixel_input_gradient(
             g, w, input_shape, (stride, stride), padding),
+        "matmul": lambda g, w: conv_op.matmul_input_gradient(
+            g, w, input_shape, (stride, stride), padding),
     }
     row = {"batch": batch, "in_channels": cin, "out_channels": cout, "input_size": size,
            "stride": stride,
-           "subpixel_chosen": conv_op.subpixel_pays(input_shape, kernel.shape, (stride, stride))}
+           "chosen": conv_op.input_gradient_route(input_shape, kernel.shape, jnp.float32,
+                                                  (stride, stride), padding)}
     for name, gradient in ways.items():
       # The carry feeds each gradient back into the next, so XLA cannot hoist it.
-      loop = jax.jit(lambda g, w, gradient=gradient: lax.fori_loop(
+      loop = xla_cpu.jit(lambda g, w, gradient=gradient: lax.fori_loop(
           0, steps, lambda i, c: c + 1e-6 * jnp.mean(gradient(c, w)), g))
       loop(cotangent, kernel).block_until_ready()
       times = []
@@ -143,9 +156,9 @@ def strided_shapes(loops: int = 5, steps: int = 10) -> list[dict]:
         loop(cotangent, kernel).block_until_ready()
         times.append((time.perf_counter() - started) / steps)
       row[f"{name}_ms"] = 1e3 * sorted(times)[loops // 2]
-    print(f"batch {batch:4d} {cin:4d}->{cout:4d} at {size}x{size}: transposed "
-          f"{row['transposed_ms']:7.2f} ms, sub-pixel {row['subpixel_ms']:7.2f} ms "
-          f"(chosen: {'sub-pixel' if row['subpixel_chosen'] else 'transposed'})")
+    print(f"batch {batch:4d} {cin:4d}->{cout:4d} stride {stride} at {size}x{size}: "
+          + ", ".join(f"{name} {row[name + '_ms']:7.2f} ms" for name in ways)
+          + f" (chosen: {row['chosen']})", flush=True)
     rows.append(row)
   return rows
 

@@ -51,6 +51,13 @@ def describe_machine() -> dict:
   except ImportError:
     pass
   try:
+    from jaxat import xla_cpu
+    import jax
+    # The compiler options every jaxat function is compiled with (None: XLA's defaults).
+    info["jaxat_compiler_options"] = xla_cpu.compiler_options(jax.default_backend())
+  except ImportError:
+    pass
+  try:
     import torch
     info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                 cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)

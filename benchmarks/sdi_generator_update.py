@@ -45,6 +45,7 @@ def main() -> None:
   import jax.numpy as jnp
   import numpy as np
 
+  from jaxat import xla_cpu
   from jaxat.methods import fgsm_sdi
   from jaxat.methods.base import Batch, StepContext, step_info
   from jaxat.models.forward import ModelFn
@@ -72,7 +73,7 @@ def main() -> None:
   compiled = {}
   for name, choose in (("cond", fgsm_sdi.update_if_due), ("select", select)):
     fgsm_sdi.update_if_due = choose   # read when the step is traced
-    step = jax.jit(lambda stats, state, s: method.prepare(
+    step = xla_cpu.jit(lambda stats, state, s: method.prepare(
         ctx, variables["params"], stats, state, batch, None, step_info(s, ctx, 0.1))[1:3])
     jax.block_until_ready(step(variables["batch_stats"], state0, 0))
     jax.block_until_ready(step(variables["batch_stats"], state0, 1))

@@ -7,17 +7,20 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxat.models.conv_op import conv_general_dilated, subpixel_input_gradient, subpixel_pays
+from jaxat.models import conv_op
+from jaxat.models.conv_op import (conv_general_dilated, explicit_padding, matmul_input_gradient,
+                                  matmul_pays, subpixel_input_gradient, subpixel_pays)
 
 DN = ("NHWC", "HWIO", "NHWC")
 
 
+@pytest.mark.parametrize("channels", [4, 16])   # 4: the matrix-product ∂x; 16: transposed
 @pytest.mark.parametrize("stride, padding, kernel", [
     (1, ((1, 1), (1, 1)), 3), (2, ((1, 1), (1, 1)), 3), (2, "VALID", 1), (1, "SAME", 3)])
-def test_values_and_gradients_match_lax(stride, padding, kernel):
+def test_values_and_gradients_match_lax(stride, padding, kernel, channels):
   kx, kk, kc = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (3, 8, 8, 4))
-  w = jax.random.normal(kk, (kernel, kernel, 4, 5))
+  x = jax.random.normal(kx, (3, 8, 8, channels))
+  w = jax.random.normal(kk, (kernel, kernel, channels, 5))
   cot = jax.random.normal(kc, (3, 8 // stride, 8 // stride, 5))
 
   def run(conv):
@@ -35,7 +38,7 @@ def test_values_and_gradients_match_lax(stride, padding, kernel):
 
 
 def test_the_custom_input_gradient_is_used_for_nhwc_hwio():
-  x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+  x, w = jnp.ones((1, 4, 4, 16)), jnp.ones((3, 3, 16, 2))  # stride 1, 16 channels: transposed
   jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=DN).sum()))(x))
   assert "optimization_barrier" in jaxpr  # the physical HWOI copy of the kernel
@@ -88,9 +91,11 @@ def test_subpixel_route_is_taken_where_it_pays():
   assert not subpixel_pays((250, 32, 32, 16), (1, 1, 16, 32), (2, 2))   # 1x1 shortcut
 
 
-def test_the_subpixel_route_matches_lax_through_the_op():
-  # A shape on the sub-pixel route (batch 128, 32x32, stride 2): values, both gradients
-  # and the second-order gradient GradAlign takes agree with lax.conv_general_dilated.
+def test_the_subpixel_route_matches_lax_through_the_op(monkeypatch):
+  # A shape on the sub-pixel route (batch 128, 32x32, stride 2, the matrix product's
+  # intermediate over its cap): values, both gradients and the second-order gradient
+  # GradAlign takes agree with lax.conv_general_dilated.
+  monkeypatch.setattr(conv_op, "MATMUL_MAX_BYTES", 0)
   kx, kk, kc = jax.random.split(jax.random.key(2), 3)
   x = jax.random.normal(kx, (128, 32, 32, 1))
   w = jax.random.normal(kk, (3, 3, 1, 2))
@@ -108,3 +113,74 @@ def test_the_subpixel_route_matches_lax_through_the_op():
   assert "lhs_dilation=(2, 2)" not in jaxpr  # no transposed (dilated) convolution
   for a, b in zip(run(conv_general_dilated), run(lax.conv_general_dilated)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_matmul_input_gradient_by_hand():
+  # The row of test_subpixel_input_gradient_by_hand: w = (1, 10, 100), stride 2, padding 1,
+  # g = (1, 2): dx = (10, 100 + 2, 20, 200).
+  kernel = jnp.array([1.0, 10.0, 100.0]).reshape(1, 3, 1, 1)
+  cotangent = jnp.array([1.0, 2.0]).reshape(1, 1, 2, 1)
+  grad = matmul_input_gradient(cotangent, kernel, (1, 1, 4, 1), (1, 2), ((0, 0), (1, 1)))
+  np.testing.assert_array_equal(np.asarray(grad).ravel(), [10.0, 102.0, 20.0, 200.0])
+  # Two input channels, one output channel, 1x1 window, stride 1: dx[c] = g * w[c].
+  kernel = jnp.array([3.0, -2.0]).reshape(1, 1, 2, 1)
+  cotangent = jnp.array([1.0, 5.0]).reshape(1, 1, 2, 1)
+  grad = matmul_input_gradient(cotangent, kernel, (1, 1, 2, 2), (1, 1), ((0, 0), (0, 0)))
+  np.testing.assert_array_equal(np.asarray(grad), [[[[3.0, -2.0], [15.0, -10.0]]]])
+
+
+@pytest.mark.parametrize("size, window, stride, padding, channels", [
+    ((8, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), 3),   # an image model's first layer
+    ((8, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), 3),
+    ((7, 9), (3, 3), (2, 2), "SAME", 4),
+    ((7, 9), (2, 3), (3, 2), "VALID", 2),
+    ((8, 8), (1, 1), (2, 2), "VALID", 4),       # a ResNet shortcut: rows without taps
+    ((9, 9), (5, 5), (2, 1), ((0, 2), (2, 0)), 3),
+    ((10, 10), (3, 3), (2, 2), ((0, 0), (0, 0)), 3)])  # last input row never read
+def test_matmul_input_gradient_matches_the_transposed_convolution(
+    size, window, stride, padding, channels):
+  kx, kk, kc = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(kx, (2, *size, channels))
+  w = jax.random.normal(kk, (*window, channels, 5))
+  out, vjp = jax.vjp(lambda z: lax.conv_general_dilated(z, w, stride, padding,
+                                                        dimension_numbers=DN), x)
+  cot = jax.random.normal(kc, out.shape)
+  pads = explicit_padding(padding, x.shape, w.shape, stride)
+  ours = matmul_input_gradient(cot, w, x.shape, stride, pads)
+  np.testing.assert_allclose(ours, vjp(cot)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_route_is_taken_where_it_pays():
+  same = ((1, 1), (1, 1))
+  assert matmul_pays((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), same, jnp.float32)  # first layer
+  assert matmul_pays((64, 32, 32, 32), (3, 3, 32, 64), (2, 2), same, jnp.float32)  # strided
+  assert matmul_pays((32, 32, 32, 64), (1, 1, 64, 128), (2, 2), ((0, 0), (0, 0)), jnp.float32)
+  assert not matmul_pays((64, 32, 32, 16), (3, 3, 16, 32), (1, 1), same, jnp.float32)
+  assert not matmul_pays((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), ((-1, 1), (1, 1)), jnp.float32)
+  # The (N, OH, OW, KH*KW*C_in) intermediate is capped at 256 MiB: batch 250, 16x16
+  # outputs, 9*160 columns of float32 is 368 MiB; in bfloat16 184 MiB.
+  wide = ((250, 32, 32, 160), (3, 3, 160, 320), (2, 2), same)
+  assert not matmul_pays(*wide, jnp.float32)
+  assert matmul_pays(*wide, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("channels, stride", [(3, 1), (6, 2)])
+def test_the_matmul_route_matches_lax_through_the_op(channels, stride):
+  kx, kk, kc = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(kx, (4, 12, 12, channels))
+  w = jax.random.normal(kk, (3, 3, channels, 7))
+  cot = jax.random.normal(kc, (4, 12 // stride, 12 // stride, 7))
+
+  def run(conv):
+    def f(x, w):
+      return conv(x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=DN)
+    out, vjp = jax.vjp(f, x, w)
+    second = jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * cot))(x) ** 2))(w)
+    return out, *vjp(cot), second
+
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(conv_general_dilated(
+      x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=DN) * cot)))(x))
+  assert "optimization_barrier" not in jaxpr and "lhs_dilation=(2, 2)" not in jaxpr
+  assert "dot_general" in jaxpr
+  for a, b in zip(run(conv_general_dilated), run(lax.conv_general_dilated)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxat import xla_cpu
 from jaxat.attacks import losses as attack_losses
 from jaxat.attacks import pgd as pgd_lib
 from jaxat.attacks.budget import Budget
@@ -72,14 +73,14 @@ def split_halves(true_class_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _batch_fns(model: ModelFn, num_steps: int):
   """jitted (clean true-class probs and correctness) and signed-PGD correctness of a batch."""
 
-  @jax.jit
+  @xla_cpu.jit
   def clean(params, batch_stats, x, y):
     logits = model.logits(params, batch_stats, x, "eval")
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0], jnp.argmax(logits, -1) == y
 
   def attacked(direction: float):
-    @jax.jit
+    @xla_cpu.jit
     def run(params, batch_stats, x, y, key, eps, step_size):
       logits_fn = lambda inputs: model.logits(params, batch_stats, inputs, "eval")
       objective = pgd_lib.from_logits_fn(logits_fn, attack_losses.cross_entropy, y)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxat import xla_cpu
 from jaxat.attacks import rng
 from jaxat.attacks.registry import AttackSpec, run_attack_pass
 
@@ -186,12 +187,12 @@ def _stage_function(apply_fn, spec: AttackSpec, norm: str):
     keep = fooled.reshape((-1,) + (1,) * (x.ndim - 1))
     return jnp.where(keep, x_adv, x), fooled, rejected
 
-  return jax.jit(stage)
+  return xla_cpu.jit(stage)
 
 
 @functools.lru_cache(maxsize=64)
 def _predict_function(apply_fn):
-  return jax.jit(lambda variables, x: apply_fn(variables, x))
+  return xla_cpu.jit(lambda variables, x: apply_fn(variables, x))
 
 
 def predict_logits(classifier: Classifier, x: np.ndarray, batch_size: int) -> np.ndarray:

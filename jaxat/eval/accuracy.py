@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxat import xla_cpu
 from jaxat.attacks import losses
 from jaxat.attacks import pgd as pgd_lib
 from jaxat.attacks.budget import Budget
@@ -88,8 +89,8 @@ def make_batch_evaluator(model: ModelFn, spec: PGDSpec, batch_size: int, mesh):
     return clean_correct, clean_correct & result.correct, valid, clean_prediction
 
   if jax.process_count() == 1:
-    return jax.jit(evaluate_batch)
-  return jax.jit(evaluate_batch, out_shardings=sharding.replicated(mesh))
+    return xla_cpu.jit(evaluate_batch)
+  return xla_cpu.jit(evaluate_batch, out_shardings=sharding.replicated(mesh))
 
 
 def evaluate_split(evaluator, params: Any, batch_stats: Any, split: DeviceSplit,

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxat import xla_cpu
 from jaxat.attacks import checks as checks_lib
 from jaxat.attacks import registry
 from jaxat.attacks.autoattack import (ChunkEvent, Classifier, EnsembleState, NORMS,
@@ -349,7 +350,7 @@ def _item_specs(items: Sequence[str], attack_options: dict[str, dict] | None,
 
 @functools.lru_cache(maxsize=16)
 def _zero_gradient_function(apply_fn):
-  return jax.jit(lambda variables, x, y: checks_lib.zero_gradient_flags(
+  return xla_cpu.jit(lambda variables, x, y: checks_lib.zero_gradient_flags(
       functools.partial(apply_fn, variables), x, y))
 
 

@@ -87,6 +87,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxat import xla_cpu
 from jaxat.methods import losses
 from jaxat.methods.base import Batch, Method, StepContext, StepInfo
 from jaxat.models.forward import validate_bn_mode
@@ -196,7 +197,7 @@ class FGSMSDI(Method):
     del params, batch_stats
     shape = (1,) + tuple(ctx.image_shape)
 
-    @jax.jit   # one compilation instead of op-by-op dispatch (seconds on CPU)
+    @xla_cpu.jit   # one compilation instead of op-by-op dispatch (seconds on CPU)
     def initial(key):
       dummy = jnp.zeros(shape, jnp.float32)
       variables = self.generator.init(key, dummy, dummy, train=False)

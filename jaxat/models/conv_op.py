@@ -15,12 +15,17 @@ transposed convolution then reads the kernel in the fast layout. The values are 
 `lax.conv_general_dilated`'s own VJP (same arithmetic, up to float summation order); the
 kernel gradient is unchanged. With it the loop above takes 6.9 s (2.0x faster).
 
-A strided convolution's transposed convolution also dilates the cotangent by the stride,
-so three of every four of its multiplications (stride 2) are by zero. Where that is the
-slower route on XLA:CPU (`subpixel_pays`: stride > 1, inputs of at least 32×32 pixels,
-batches of at least 128), ∂x is computed instead as one stride-1 convolution over the
-stride's phases (`subpixel_input_gradient`, docs/performance.md#strided-input-gradients):
-the loop above then takes 4.6 s instead of 6.4 s (measured the same day).
+Two other routes avoid the transposed convolution where it is the slower one on XLA:CPU
+(with convolutions run by Eigen, as `jaxat.xla_cpu` compiles them):
+- `matmul_input_gradient` (`matmul_pays`: strided, or at most 8 input channels, with an
+  intermediate of at most 256 MiB): one matrix product of the cotangent with the kernel and
+  a col2im sum of shifted copies (docs/performance.md#input-gradients-as-a-matrix-product).
+  An image model's first layer (3 input channels) took 1.5 instead of 5.9 ms per ∂x at
+  batch 64, a 32->64 stride-2 layer 3.5 instead of 6.6 ms.
+- `subpixel_input_gradient` (`subpixel_pays`: strided, inputs of at least 32×32 pixels,
+  batches of at least 128), where the matrix product's intermediate would exceed its cap:
+  one stride-1 convolution over the stride's phases, without the dilated cotangent's zeros
+  (docs/performance.md#strided-input-gradients).
 
 Reverse-over-reverse (gradient of an input gradient, as GradAlign needs) works;
 forward-mode (`jax.jvp`) of a custom VJP does not, so code that needs forward mode must use
@@ -70,8 +75,12 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
 
   def backward(residuals, cotangent):
     x, kernel = residuals
-    if (trivial_dilation(lhs_dilation) and trivial_dilation(rhs_dilation)
-        and subpixel_pays(x.shape, kernel.shape, window_strides)):
+    route = input_gradient_route(x.shape, kernel.shape, x.dtype, **settings)
+    if route == "matmul":
+      grad_x = matmul_input_gradient(
+          cotangent, kernel, x.shape, window_strides,
+          explicit_padding(padding, x.shape, kernel.shape, window_strides), precision)
+    elif route == "subpixel":
       grad_x = subpixel_input_gradient(cotangent, kernel, x.shape, window_strides, padding,
                                        precision)
     else:
@@ -81,6 +90,23 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
 
   conv.defvjp(forward, backward)
   return conv
+
+
+def input_gradient_route(input_shape, kernel_shape, dtype, window_strides, padding,
+                         lhs_dilation=None, rhs_dilation=None, precision=None) -> str:
+  """How the custom VJP computes ∂x of this NHWC/HWIO convolution on XLA:CPU: "matmul"
+  (`matmul_pays`), else "subpixel" (`subpixel_pays`), else "transposed"; dilated
+  convolutions always take "transposed". Arguments: the forward's shapes, dtype and
+  keyword arguments."""
+  del precision
+  if not (trivial_dilation(lhs_dilation) and trivial_dilation(rhs_dilation)):
+    return "transposed"
+  pads = explicit_padding(padding, input_shape, kernel_shape, window_strides)
+  if matmul_pays(input_shape, kernel_shape, window_strides, pads, dtype):
+    return "matmul"
+  if subpixel_pays(input_shape, kernel_shape, window_strides):
+    return "subpixel"
+  return "transposed"
 
 
 def transposed_input_gradient(cotangent, kernel, inputs, **settings):
@@ -94,6 +120,76 @@ def transposed_input_gradient(cotangent, kernel, inputs, **settings):
   _, input_vjp = jax.vjp(lambda z: lax.conv_general_dilated(
       z, kernel_oi, dimension_numbers=_NHWC_HWOI, **settings), inputs)
   return input_vjp(cotangent)[0]
+
+
+def explicit_padding(padding, input_shape, kernel_shape, window_strides):
+  """The forward's padding as ((low, high), (low, high)) rows and columns ('SAME'/'VALID'
+  strings resolved as `lax.conv_general_dilated` resolves them)."""
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(tuple(input_shape[1:3]), tuple(kernel_shape[:2]),
+                                     tuple(window_strides), padding))
+  return tuple(tuple(int(v) for v in pair) for pair in padding)
+
+
+MATMUL_MAX_STRIDE_1_CHANNELS = 8
+MATMUL_MAX_BYTES = 256 * 2**20
+
+
+def matmul_pays(input_shape, kernel_shape, window_strides, pads, dtype) -> bool:
+  """Whether `matmul_input_gradient` is the faster ∂x on XLA:CPU (convolutions run by
+  Eigen, jaxat.xla_cpu) for this convolution: strided, or at most 8 input channels (an
+  image model's first layer); non-negative padding; and its (N, OH, OW, KH·KW·C_in)
+  intermediate at most 256 MiB. Measured with jax 0.10.2 on a 2-core x86 VM, 10 gradients
+  in a `fori_loop` (docs/performance.md#input-gradients-as-a-matrix-product): 3->32 at
+  batch 64 on 32x32 inputs 1.5 against 5.9 ms for the transposed convolution, 32->64
+  stride 2 3.5 against 6.6 ms, 64->128 stride 2 at batch 128 31 against 67 ms; but
+  16->32 stride 1 8.0 against 4.8 ms and 64->64 stride 1 18.5 against 10.7 ms."""
+  batch, height, width, in_channels = input_shape
+  strided = any(s > 1 for s in window_strides)
+  if not (strided or in_channels <= MATMUL_MAX_STRIDE_1_CHANNELS):
+    return False
+  if any(v < 0 for pair in pads for v in pair):
+    return False
+  rows = batch * -(-height // window_strides[0]) * -(-width // window_strides[1])
+  size = rows * kernel_shape[0] * kernel_shape[1] * in_channels * np.dtype(dtype).itemsize
+  return size <= MATMUL_MAX_BYTES
+
+
+def matmul_input_gradient(cotangent, kernel, input_shape, window_strides, pads,
+                          precision=None):
+  """∂x of an NHWC/HWIO convolution without dilation, as one matrix product and a col2im.
+
+  Every output pixel (n, o_h, o_w) sends g[n, o_h, o_w, :] · w[a, b, :, :]ᵀ to padded input
+  pixel (s_h·o_h + a, s_w·o_w + b), so ∂x_pad = Σ_{a,b} place_{a,b}(P[..., a, b, :]) with
+  P = g · W_matᵀ, P of shape (N, OH, OW, KH, KW, C_in): a matrix product over C_out, then
+  KH·KW shifted (for stride > 1: interior-padded) copies of P's slices summed, and the
+  padding cropped off. No zeros of a dilated cotangent are multiplied and the product's
+  output is wide even where C_in is 3, the two things XLA:CPU's transposed convolution
+  does slowly.
+
+  Shapes: cotangent (N, OH, OW, C_out), kernel (KH, KW, C_in, C_out), input_shape
+  (N, H, W, C_in), pads ((low, high), (low, high)) non-negative (`explicit_padding`);
+  returns (N, H, W, C_in). Equal to the transposed convolution up to float32 summation
+  order. `precision`: the forward convolution's, passed on.
+  """
+  batch, height, width, in_channels = input_shape
+  window_h, window_w = kernel.shape[:2]
+  stride_h, stride_w = window_strides
+  (low_h, high_h), (low_w, high_w) = pads
+  padded_h, padded_w = height + low_h + high_h, width + low_w + high_w
+  out_h, out_w = cotangent.shape[1:3]
+  products = jnp.einsum("nhwo,abio->nhwabi", cotangent, kernel, precision=precision)
+  zero = jnp.zeros((), products.dtype)
+  total = None
+  for a in range(window_h):
+    for b in range(window_w):
+      placed = lax.pad(products[:, :, :, a, b, :], zero, (
+          (0, 0, 0),
+          (a, padded_h - (a + stride_h * (out_h - 1) + 1), stride_h - 1),
+          (b, padded_w - (b + stride_w * (out_w - 1) + 1), stride_w - 1),
+          (0, 0, 0)))
+      total = placed if total is None else total + placed
+  return total[:, low_h:low_h + height, low_w:low_w + width].astype(cotangent.dtype)
 
 
 def trivial_dilation(value) -> bool:
@@ -134,7 +230,9 @@ SUBPIXEL_MIN_AREA = 32 * 32
 def subpixel_pays(input_shape, kernel_shape, window_strides) -> bool:
   """Whether `subpixel_input_gradient` is the faster ∂x on XLA:CPU for this convolution:
   strided, a window wider than the stride, an input of at least 32×32 pixels and a batch of
-  at least 128. Measured with jax 0.10.2 on a 2-core x86 VM
+  at least 128. It is asked only where `matmul_pays` says no (the matrix product's
+  intermediate over its cap). Measured with jax 0.10.2 on a 2-core x86 VM, with YNNPACK
+  running the convolutions (before `jaxat.xla_cpu`)
   (`python benchmarks/conv_input_grad.py --shapes`; the table is in
   docs/performance.md#when-it-is-used): in a loop at batch 250 it took 3.8 ms against
   26.3 ms for a 16→32 stride-2 layer on 32×32 inputs and 16.7 against 56.7 ms for 32→64,

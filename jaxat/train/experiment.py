@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxat import xla_cpu
 from jaxat.config.validate import extra_settings, input_placement, validate_config
 from jaxat.data.extra_arrays import check_extra_matches, extra_per_batch, open_extra_data
 from jaxat.data.registry import load_dataset
@@ -176,10 +177,10 @@ def epoch_permutation_fn(exp: Experiment):
 
   replicated = sharding.replicated(exp.mesh)
   if jax.process_count() == 1:
-    jitted = jax.jit(permutation)
+    jitted = xla_cpu.jit(permutation)
     return lambda epoch: jax.device_put(jitted(epoch), replicated)
   # Several processes: computed on the global mesh, replicated (the same on every device).
-  return jax.jit(permutation, out_shardings=replicated)
+  return xla_cpu.jit(permutation, out_shardings=replicated)
 
 
 def host_permutation_fn(exp: Experiment):
@@ -187,7 +188,7 @@ def host_permutation_fn(exp: Experiment):
   function of fold_in(seed, epoch), jitted on this process's default device), read back."""
   permutation_stream = keys.stream(exp.config.seed, keys.PERMUTATION)
   num_train = exp.ctx.num_train
-  jitted = jax.jit(lambda epoch: jax.random.permutation(
+  jitted = xla_cpu.jit(lambda epoch: jax.random.permutation(
       jax.random.fold_in(permutation_stream, epoch), num_train).astype(jnp.int32))
   return lambda epoch: np.asarray(jitted(epoch))
 

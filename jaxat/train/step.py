@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxat import xla_cpu
 from jaxat.data.augment import augment_batch
 from jaxat.methods.base import Batch, Method, StepContext, step_info
 from jaxat.train import keys, sharding
@@ -171,7 +172,7 @@ def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransfor
 
   replicated = sharding.replicated(mesh)
   state_out = replicated if state_shardings is None else state_shardings
-  jitted = jax.jit(train_step, donate_argnums=(0, 1), out_shardings=(state_out, replicated))
+  jitted = xla_cpu.jit(train_step, donate_argnums=(0, 1), out_shardings=(state_out, replicated))
   return jitted, step_fn
 
 
