@@ -61,10 +61,39 @@ def compiler_options(backend: str) -> dict[str, str] | None:
   return options
 
 
+NESTED_JIT_MESSAGE = "can only be passed to top-level `jax.jit`"
+
+
+class CpuJitted:
+  """A function compiled by `jit`: the compiler options apply where it is compiled as a
+  program of its own, and are left out where it is traced inside another compiled
+  function (JAX accepts `compiler_options` on top-level jits only; the enclosing program,
+  compiled by its own `jit`, carries them). Attributes such as `lower` are those of the
+  top-level `jax.jit` object."""
+
+  def __init__(self, fun: Callable, options: dict[str, str], jit_kwargs: dict[str, Any]):
+    own_options = jit_kwargs.pop("compiler_options", None) or {}
+    self._top_level = jax.jit(fun, **jit_kwargs, compiler_options={**options, **own_options})
+    self._nested = jax.jit(fun, **jit_kwargs)
+    functools.update_wrapper(self, fun)
+
+  def __call__(self, *args, **kwargs):
+    try:
+      return self._top_level(*args, **kwargs)
+    except ValueError as error:
+      # Raised while staging into an outer trace, before anything is compiled or run.
+      if NESTED_JIT_MESSAGE not in str(error):
+        raise
+      return self._nested(*args, **kwargs)
+
+  def __getattr__(self, name: str):
+    return getattr(self._top_level, name)
+
+
 def jit(fun: Callable, **jit_kwargs: Any):
   """`jax.jit(fun, **jit_kwargs)` with `compiler_options(jax.default_backend())` merged into
-  its compiler options (the caller's own entries win)."""
+  its compiler options (the caller's own entries win). Nesting is allowed: see `CpuJitted`."""
   options = compiler_options(jax.default_backend())
-  if options:
-    jit_kwargs["compiler_options"] = {**options, **(jit_kwargs.get("compiler_options") or {})}
-  return jax.jit(fun, **jit_kwargs)
+  if not options:
+    return jax.jit(fun, **jit_kwargs)
+  return CpuJitted(fun, options, dict(jit_kwargs))

@@ -51,24 +51,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-_COMPILATION_CACHE = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-  """One persistent compilation cache for the module's runs: the interrupted and resumed
-  runs load the executables the straight runs compiled (the same programs, so the same
-  bits), which is most of their time on two cores."""
-  _COMPILATION_CACHE["dir"] = str(tmp_path_factory.mktemp("compilation_cache"))
-  yield
-  _COMPILATION_CACHE.clear()
-
-
 def _env(devices: int) -> dict:
-  cache = ({"JAX_COMPILATION_CACHE_DIR": _COMPILATION_CACHE["dir"],
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"} if _COMPILATION_CACHE else {})
-  return dict(os.environ, JAX_PLATFORMS="cpu", **cache,
+  # The session's compilation cache (tests/conftest.py) comes with os.environ: the
+  # interrupted and resumed runs load the executables the straight runs compiled.
+  return dict(os.environ, JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 

@@ -123,3 +123,30 @@ def test_every_compiled_function_of_the_package_goes_through_xla_cpu_jit():
   # The walk finds what it looks for: the helper itself calls jax.jit.
   helper = ast.parse(pathlib.Path(xla_cpu.__file__).read_text())
   assert any(isinstance(n, ast.Call) and _calls_jax_jit(n.func) for n in ast.walk(helper))
+
+
+def test_a_jaxat_jit_traced_inside_another_jit_drops_the_options_and_keeps_its_value(
+    monkeypatch):
+  """JAX refuses compiler options on a nested jit; FGSM-SDI's generator init is one (it runs
+  inside the jitted state initialiser)."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  if jax.default_backend() != "cpu" or xla_cpu.compiler_options("cpu") is None:
+    pytest.skip("needs XLA:CPU with the YNNPACK fusion option")
+  inner = xla_cpu.jit(lambda x: jnp.sin(x) * 3.0)
+  constant_only = xla_cpu.jit(lambda: jnp.arange(3.0) + 1.0)  # no tracer among its arguments
+  x = jnp.arange(4.0)
+  np.testing.assert_allclose(jax.jit(lambda v: inner(v) + 1.0)(x), np.sin(np.arange(4.0)) * 3 + 1,
+                             rtol=1e-6)
+  np.testing.assert_allclose(xla_cpu.jit(lambda v: inner(v) * 2.0)(x), np.sin(np.arange(4.0)) * 6,
+                             rtol=1e-6)
+  np.testing.assert_array_equal(jax.jit(lambda: constant_only() * 2.0)(), [2.0, 4.0, 6.0])
+  np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(inner(v)))(x), np.cos(np.arange(4.0)) * 3,
+                             rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(inner)(x), np.sin(np.arange(4.0)) * 3, rtol=1e-6)
+  # Called on its own it still compiles with the options: convolutions leave YNNPACK.
+  conv = xla_cpu.jit(_weight_gradient)
+  if _entry_convolutions(jax.jit(_weight_gradient), *_inputs()) == 0:
+    assert _entry_convolutions(conv, *_inputs()) == 2
+  # Errors other than the nesting refusal are not swallowed.
+  with pytest.raises(ValueError, match="boom"):
+    xla_cpu.jit(lambda v: (_ for _ in ()).throw(ValueError("boom")))(x)

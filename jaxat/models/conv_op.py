@@ -17,11 +17,11 @@ kernel gradient is unchanged. With it the loop above takes 6.9 s (2.0x faster).
 
 Two other routes avoid the transposed convolution where it is the slower one on XLA:CPU
 (with convolutions run by Eigen, as `jaxat.xla_cpu` compiles them):
-- `matmul_input_gradient` (`matmul_pays`: strided, or at most 8 input channels, with an
+- `matmul_input_gradient` (`matmul_pays`: strided, or at most 4 input channels, with an
   intermediate of at most 256 MiB): one matrix product of the cotangent with the kernel and
   a col2im sum of shifted copies (docs/performance.md#input-gradients-as-a-matrix-product).
-  An image model's first layer (3 input channels) took 1.5 instead of 5.9 ms per ∂x at
-  batch 64, a 32->64 stride-2 layer 3.5 instead of 6.6 ms.
+  With it a PGD-AT step of the small CNN at batch 64 took 0.20 s instead of 0.25 s (first
+  layer) and a 32->64 stride-2 layer's ∂x 3.0 instead of 6.5 ms.
 - `subpixel_input_gradient` (`subpixel_pays`: strided, inputs of at least 32×32 pixels,
   batches of at least 128), where the matrix product's intermediate would exceed its cap:
   one stride-1 convolution over the stride's phases, without the dilated cotangent's zeros
@@ -131,19 +131,21 @@ def explicit_padding(padding, input_shape, kernel_shape, window_strides):
   return tuple(tuple(int(v) for v in pair) for pair in padding)
 
 
-MATMUL_MAX_STRIDE_1_CHANNELS = 8
+MATMUL_MAX_STRIDE_1_CHANNELS = 4
 MATMUL_MAX_BYTES = 256 * 2**20
 
 
 def matmul_pays(input_shape, kernel_shape, window_strides, pads, dtype) -> bool:
   """Whether `matmul_input_gradient` is the faster ∂x on XLA:CPU (convolutions run by
-  Eigen, jaxat.xla_cpu) for this convolution: strided, or at most 8 input channels (an
+  Eigen, jaxat.xla_cpu) for this convolution: strided, or at most 4 input channels (an
   image model's first layer); non-negative padding; and its (N, OH, OW, KH·KW·C_in)
-  intermediate at most 256 MiB. Measured with jax 0.10.2 on a 2-core x86 VM, 10 gradients
-  in a `fori_loop` (docs/performance.md#input-gradients-as-a-matrix-product): 3->32 at
-  batch 64 on 32x32 inputs 1.5 against 5.9 ms for the transposed convolution, 32->64
-  stride 2 3.5 against 6.6 ms, 64->128 stride 2 at batch 128 31 against 67 ms; but
-  16->32 stride 1 8.0 against 4.8 ms and 64->64 stride 1 18.5 against 10.7 ms."""
+  intermediate at most 256 MiB. Measured with jax 0.10.2 on a 2-core x86 VM
+  (docs/performance.md#input-gradients-as-a-matrix-product): in a PGD-AT training step of
+  the small CNN at batch 64, the first layer's (3 channels, stride 1) matrix product made
+  the step 0.20 s against 0.25 s with its transposed convolution; per strided layer, 10
+  gradients in a `fori_loop`, 3.0 against 6.5 ms (32->64 at batch 64 on 32x32 inputs) and
+  32 against 70 ms (64->128 at batch 128). At stride 1 with 16 or more input channels the
+  transposed convolution was about twice as fast (2.8 against 6.4 ms for 16->32)."""
   batch, height, width, in_channels = input_shape
   strided = any(s > 1 for s in window_strides)
   if not (strided or in_channels <= MATMUL_MAX_STRIDE_1_CHANNELS):
