@@ -20,7 +20,7 @@ Two other routes avoid the transposed convolution where it is the slower one on 
 - `matmul_input_gradient` (`matmul_pays`: strided, or at most 4 input channels, with an
   intermediate of at most 256 MiB): one matrix product of the cotangent with the kernel and
   a col2im sum of shifted copies (docs/performance.md#input-gradients-as-a-matrix-product).
-  With it a PGD-AT step of the small CNN at batch 64 took 0.20 s instead of 0.25 s (first
+  With it a PGD-AT step of the small CNN at batch 64 took 0.20 s instead of 0.24 s (first
   layer) and a 32->64 stride-2 layer's ∂x 3.0 instead of 6.5 ms.
 - `subpixel_input_gradient` (`subpixel_pays`: strided, inputs of at least 32×32 pixels,
   batches of at least 128), where the matrix product's intermediate would exceed its cap:
@@ -142,7 +142,7 @@ def matmul_pays(input_shape, kernel_shape, window_strides, pads, dtype) -> bool:
   intermediate at most 256 MiB. Measured with jax 0.10.2 on a 2-core x86 VM
   (docs/performance.md#input-gradients-as-a-matrix-product): in a PGD-AT training step of
   the small CNN at batch 64, the first layer's (3 channels, stride 1) matrix product made
-  the step 0.20 s against 0.25 s with its transposed convolution; per strided layer, 10
+  the step 0.20 s against 0.24 s with its transposed convolution; per strided layer, 10
   gradients in a `fori_loop`, 3.0 against 6.5 ms (32->64 at batch 64 on 32x32 inputs) and
   32 against 70 ms (64->128 at batch 128). At stride 1 with 16 or more input channels the
   transposed convolution was about twice as fast (2.8 against 6.4 ms for 16->32)."""
