@@ -70,6 +70,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from machine import describe_machine  # noqa: E402
 
+from jaxat import host_memory  # noqa: E402
 from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
                                     put_train_data)
 from jaxat.train import sharding  # noqa: E402
@@ -282,18 +283,26 @@ def count_convolutions(compiled) -> int:
   return len(re.findall(r" convolution\(", compiled.as_text()))
 
 
-def run_torch(args, methods) -> dict | None:
+def run_torch(args, methods, malloc_top_pad: int | None = None) -> dict | None:
+  """The PyTorch reference's result, run in a subprocess; with `malloc_top_pad`, under
+  `MALLOC_TOP_PAD_=<bytes>` (the host-memory setting jaxat makes in its own process,
+  jaxat/host_memory.py), recorded as the result's `malloc_top_pad`."""
   torch_methods = [m for m in methods if m in ("standard", "pgd_at", "trades")]
   if not args.torch_python or not torch_methods:
     return None
+  env = dict(os.environ)
+  if malloc_top_pad is not None:
+    env[host_memory.ENVIRONMENT_VARIABLE] = str(malloc_top_pad)
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
   proc = subprocess.run([args.torch_python, script, f"--model={args.model}",
                          f"--methods={','.join(torch_methods)}", f"--batch_size={args.batch_size}",
                          f"--steps={args.steps}", f"--warmup={args.warmup}",
                          f"--image_size={args.image_size}", f"--device={args.torch_device}",
                          f"--precisions={args.torch_precisions}"],
-                        capture_output=True, text=True, check=True)
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+                        capture_output=True, text=True, check=True, env=env)
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result["malloc_top_pad"] = env.get(host_memory.ENVIRONMENT_VARIABLE, "glibc default")
+  return result
 
 
 def compare_with_torch(results: list[dict], torch_result: dict | None,
@@ -341,6 +350,11 @@ def main():
   parser.add_argument("--torch_precisions", default="fp32",
                       help="precisions of the PyTorch reference: comma list of fp32, amp "
                            "(torch.autocast; float16 + GradScaler on CUDA)")
+  parser.add_argument("--torch_malloc_top_pad", action="store_true",
+                      help="also run the PyTorch reference with MALLOC_TOP_PAD_ set to the "
+                           "host-memory setting jaxat makes in its own process "
+                           "(jaxat/host_memory.py); reported as torch_same_host_memory and "
+                           "comparison_same_host_memory")
   parser.add_argument("--timing_lock", default="", metavar="FILE",
                       help="compile first, then time (jaxat and PyTorch) while holding an "
                            "exclusive lock on FILE: benchmark processes sharing a GPU compile "
@@ -382,6 +396,8 @@ def main():
   else:
     results = measure_all(specs, args)
     torch_result = run_torch(args, methods)
+  torch_same = (run_torch(args, methods, host_memory.TOP_PAD_BYTES)
+                if args.torch_malloc_top_pad else None)
   add_costs(results, dtypes)
   if {"float32", "bfloat16"} <= set(dtypes):
     float32 = {r["method"]: r for r in results if r["dtype"] == "float32"}
@@ -399,6 +415,9 @@ def main():
       "machine": describe_machine(), "jaxat": results, "torch": torch_result,
       "comparison": comparison,
   }
+  if torch_same:
+    payload["torch_same_host_memory"] = torch_same
+    payload["comparison_same_host_memory"] = compare_with_torch(results, torch_same, dtypes)
   out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results",
                                  f"throughput_{jax.default_backend()}_{args.model}_b{args.batch_size}"
                                  + ("" if dtypes == ["auto"] else "_" + "_".join(dtypes)) + ".json")
@@ -408,6 +427,9 @@ def main():
   print_results(results)
   for method, c in comparison.items():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
+  for method, c in payload.get("comparison_same_host_memory", {}).items():
+    print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x "
+          "(PyTorch with the same MALLOC_TOP_PAD_)")
   print(f"written to {out}")
 
 

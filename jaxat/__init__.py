@@ -14,3 +14,9 @@ Package map (one module, one job):
 """
 
 __version__ = "0.1.0"
+
+# Before jax creates its CPU client: the heaps of its worker threads are sized when the
+# threads first allocate (jaxat/host_memory.py).
+from jaxat import host_memory as _host_memory  # noqa: E402
+
+_host_memory.retain_freed_memory()

@@ -1,6 +1,8 @@
 """jaxat's convolution op: the same values and gradients as lax.conv_general_dilated
 (first and second order), and other layouts passed through unchanged."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,3 +186,62 @@ def test_the_matmul_route_matches_lax_through_the_op(channels, stride):
   assert "dot_general" in jaxpr
   for a, b in zip(run(conv_general_dilated), run(lax.conv_general_dilated)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _kernel_gradient_by_hand(x, g, window, stride, pads):
+  """dW[a, b, i, o] = Σ_{n, h, w} x_pad[n, s·h + a, s·w + b, i] · g[n, h, w, o], in float64."""
+  x = np.pad(np.asarray(x, np.float64), ((0, 0), pads[0], pads[1], (0, 0)))
+  g = np.asarray(g, np.float64)
+  out = np.zeros((window, window, x.shape[3], g.shape[3]))
+  for a in range(window):
+    for b in range(window):
+      for h in range(g.shape[1]):
+        for w in range(g.shape[2]):
+          out[a, b] += x[:, stride * h + a, stride * w + b, :].T @ g[:, h, w, :]
+  return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_blocked_kernel_gradient_by_hand(stride):
+  """11 examples in chunks of 4 (4 + 4 + 3): every chunk is counted once."""
+  kx, kg = jax.random.split(jax.random.key(5))
+  x = jax.random.normal(kx, (11, 7, 7, 3))
+  pads = ((1, 1), (1, 1))
+  out = (7 + 2 - 3) // stride + 1
+  g = jax.random.normal(kg, (11, out, out, 5))
+
+  def conv_hwio(inputs, weights):
+    return lax.conv_general_dilated(inputs, weights, (stride, stride), pads, dimension_numbers=DN)
+
+  ours = conv_op.blocked_kernel_gradient(conv_hwio, x, g, jnp.zeros((3, 3, 3, 5)), 4)
+  np.testing.assert_allclose(ours, _kernel_gradient_by_hand(x, g, 3, stride, pads),
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_gradient_block_where_it_pays(monkeypatch):
+  assert conv_op.kernel_gradient_block((64, 32, 32, 32)) == 8   # small CNN's second layer
+  assert conv_op.kernel_gradient_block((32, 16, 16, 128)) == 8  # PreAct ResNet-18, layer 3
+  assert conv_op.kernel_gradient_block((32, 8, 8, 256)) is None  # maps under 16x16
+  assert conv_op.kernel_gradient_block((8, 32, 32, 3)) is None   # one chunk anyway
+  monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_BLOCK", 0)
+  assert conv_op.kernel_gradient_block((64, 32, 32, 32)) is None
+
+
+def test_the_blocked_kernel_gradient_matches_lax_through_the_op(monkeypatch):
+  monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_BLOCK", 4)
+  monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_MIN_AREA", 1)
+  kx, kk, kc = jax.random.split(jax.random.key(6), 3)
+  x = jax.random.normal(kx, (10, 9, 9, 6))
+  w = jax.random.normal(kk, (3, 3, 6, 4))
+  cot = jax.random.normal(kc, (10, 5, 5, 4))
+
+  def loss(conv, w):
+    return jnp.sum(conv(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN) * cot)
+
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: loss(conv_general_dilated, w)))(w))
+  # One kernel-gradient convolution (output: the kernel's shape) per chunk of 4, 4 and 2.
+  assert len(re.findall(r"f32\[3,3,6,4\] = conv_general_dilated", jaxpr)) == 3
+  assert all(f"f32[{n},9,9,6] = slice" in jaxpr for n in (4, 2))
+  np.testing.assert_allclose(jax.grad(lambda w: loss(conv_general_dilated, w))(w),
+                             jax.grad(lambda w: loss(lax.conv_general_dilated, w))(w),
+                             rtol=1e-4, atol=1e-4)
