@@ -219,15 +219,20 @@ def test_blocked_kernel_gradient_by_hand(stride):
 
 
 def test_kernel_gradient_block_where_it_pays(monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
   assert conv_op.kernel_gradient_block((64, 32, 32, 32)) == 8   # small CNN's second layer
   assert conv_op.kernel_gradient_block((32, 16, 16, 128)) == 8  # PreAct ResNet-18, layer 3
   assert conv_op.kernel_gradient_block((32, 8, 8, 256)) is None  # maps under 16x16
   assert conv_op.kernel_gradient_block((8, 32, 32, 3)) is None   # one chunk anyway
+  monkeypatch.setattr(jax, "device_count", lambda: 2)  # each device holds half the batch
+  assert conv_op.kernel_gradient_block((64, 32, 32, 32)) is None
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
   monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_BLOCK", 0)
   assert conv_op.kernel_gradient_block((64, 32, 32, 32)) is None
 
 
 def test_the_blocked_kernel_gradient_matches_lax_through_the_op(monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
   monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_BLOCK", 4)
   monkeypatch.setattr(conv_op, "KERNEL_GRADIENT_MIN_AREA", 1)
   kx, kk, kc = jax.random.split(jax.random.key(6), 3)

@@ -28,9 +28,9 @@ Two other routes avoid the transposed convolution where it is the slower one on 
   (docs/performance.md#strided-input-gradients).
 
 The kernel gradient is XLA's own, computed per chunk of 8 examples and summed where
-`kernel_gradient_block` says so (batches over 8, inputs of at least 16x16 pixels): XLA
-first copies the layer's input with the batch innermost, fused with the ops that make
-that input, and that copy misses the cache over a whole batch of large maps
+`kernel_gradient_block` says so (one device, batches over 8, inputs of at least 16x16
+pixels): XLA first copies the layer's input with the batch innermost, fused with the ops
+that make that input, and that copy misses the cache over a whole batch of large maps
 (`blocked_kernel_gradient`; docs/performance.md#kernel-gradients-in-blocks-of-the-batch: a
 standard training step of the small CNN at batch 64 took 0.025 instead of 0.028 s).
 
@@ -211,10 +211,14 @@ KERNEL_GRADIENT_MIN_AREA = 16 * 16
 def kernel_gradient_block(input_shape) -> int | None:
   """Examples per kernel-gradient convolution on XLA:CPU (`blocked_kernel_gradient`), or None
   for XLA's single convolution over the batch: `KERNEL_GRADIENT_BLOCK` (8) for batches larger
-  than that on inputs of at least 16×16 pixels. Measured with jax 0.10.2 on a 2-core x86 VM
-  (docs/performance.md#kernel-gradients-in-blocks-of-the-batch)."""
+  than that on inputs of at least 16×16 pixels, in a process with one device. With several
+  (simulated CPU devices, or CPU hosts), each device holds a share of the batch and its
+  copy is smaller already; chunks there cost more than they saved (a standard step of the
+  small CNN on 2 devices: 0.0375 s with chunks of 8, 0.0292 s without; chunks that gave
+  every device an equal share of each, 0.0335 against 0.0314 s). Measured with jax 0.10.2
+  on a 2-core x86 VM (docs/performance.md#kernel-gradients-in-blocks-of-the-batch)."""
   batch, height, width = input_shape[:3]
-  if not KERNEL_GRADIENT_BLOCK or batch <= KERNEL_GRADIENT_BLOCK:
+  if not KERNEL_GRADIENT_BLOCK or batch <= KERNEL_GRADIENT_BLOCK or jax.device_count() > 1:
     return None
   return KERNEL_GRADIENT_BLOCK if height * width >= KERNEL_GRADIENT_MIN_AREA else None
 
