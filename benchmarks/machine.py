@@ -56,11 +56,10 @@ def describe_machine() -> dict:
     # The compiler options every jaxat function is compiled with (None: XLA's defaults).
     info["jaxat_compiler_options"] = xla_cpu.compiler_options(jax.default_backend())
     from jaxat import host_memory
-    # glibc's M_TOP_PAD of this process: the user's MALLOC_TOP_PAD_, or what jaxat sets on
-    # the CPU backend (jaxat/host_memory.py), or the C library's default.
-    info["malloc_top_pad"] = os.environ.get(host_memory.ENVIRONMENT_VARIABLE) or (
-        host_memory.retain_freed_memory() if jax.default_backend() == "cpu" else None
-    ) or "C library default"
+    # glibc's M_TOP_PAD of this process: the user's MALLOC_TOP_PAD_, or what `import jaxat`
+    # set (jaxat/host_memory.py), or the C library's default.
+    info["malloc_top_pad"] = (os.environ.get(host_memory.ENVIRONMENT_VARIABLE)
+                              or host_memory.retain_freed_memory() or host_memory.UNSET)
   except ImportError:
     pass
   try:

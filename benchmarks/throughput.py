@@ -301,7 +301,7 @@ def run_torch(args, methods, malloc_top_pad: int | None = None) -> dict | None:
                          f"--precisions={args.torch_precisions}"],
                         capture_output=True, text=True, check=True, env=env)
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  result["malloc_top_pad"] = env.get(host_memory.ENVIRONMENT_VARIABLE, "glibc default")
+  result["malloc_top_pad"] = env.get(host_memory.ENVIRONMENT_VARIABLE, host_memory.UNSET)
   return result
 
 

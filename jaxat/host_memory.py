@@ -26,7 +26,6 @@ allocators), and a C library without `mallopt` (musl, macOS, Windows).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -34,6 +33,7 @@ import sys
 M_TOP_PAD = -2  # glibc's <malloc.h> parameter number
 TOP_PAD_BYTES = 256 * 2**20
 ENVIRONMENT_VARIABLE = "MALLOC_TOP_PAD_"
+UNSET = "C library default"  # how benchmark records name a process where neither sets it
 
 
 def _glibc():
@@ -41,10 +41,9 @@ def _glibc():
   else None."""
   if not sys.platform.startswith("linux"):
     return None
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-  except OSError:
-    return None
+  # The symbols already loaded into the process (its C library among them): no search for
+  # the library file, which would start a subprocess at every `import jaxat`.
+  libc = ctypes.CDLL(None)
   if not (hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version")):
     return None
   libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

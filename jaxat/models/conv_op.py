@@ -92,10 +92,7 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
                                        precision)
     else:
       grad_x = transposed_input_gradient(cotangent, kernel, x, **settings)
-    block = kernel_gradient_block(x.shape)
-    if block is None:
-      _, kernel_vjp = jax.vjp(lambda weights: conv_hwio(x, weights), kernel)
-      return grad_x, kernel_vjp(cotangent)[0]
+    block = kernel_gradient_block(x.shape) or x.shape[0]  # one chunk: XLA's own VJP
     return grad_x, blocked_kernel_gradient(conv_hwio, x, cotangent, kernel, block)
 
   conv.defvjp(forward, backward)
