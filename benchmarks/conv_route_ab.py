@@ -1,7 +1,8 @@
 """A training step with jaxat's convolution routes, and with one of them switched off.
 
   python benchmarks/conv_route_ab.py --model=small_cnn --batch_size=64 --methods=standard,pgd_at \
-      [--variants=jaxat,transposed_first_layer,one_kernel_gradient_convolution]
+      [--variants=jaxat,transposed_first_layer,one_kernel_gradient_convolution,\
+differentiated_routes]
 
 Compiles each method's training step once per variant in one process
 (`throughput.Measurement`), then times all of them in interleaved rounds
@@ -14,7 +15,10 @@ jaxat/models/conv_op.py, which it reads when a step is traced:
   instead of the matrix product (docs/performance.md#input-gradients-as-a-matrix-product);
 - one_kernel_gradient_convolution: KERNEL_GRADIENT_BLOCK = 0, so every kernel gradient is
   XLA's one convolution over the whole batch instead of one per chunk of 8 examples
-  (docs/performance.md#kernel-gradients-in-blocks-of-the-batch).
+  (docs/performance.md#kernel-gradients-in-blocks-of-the-batch);
+- differentiated_routes: BILINEAR_RULES = False, so a gradient of a gradient (GradAlign)
+  differentiates the routes' own arithmetic instead of running on the custom VJPs of the
+  input and kernel gradients (docs/performance.md#gradients-of-gradients).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ VARIANTS = {
     "jaxat": {},
     "transposed_first_layer": {"MATMUL_MAX_STRIDE_1_CHANNELS": 0},
     "one_kernel_gradient_convolution": {"KERNEL_GRADIENT_BLOCK": 0},
+    "differentiated_routes": {"BILINEAR_RULES": False},
 }
 
 

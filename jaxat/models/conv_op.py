@@ -34,9 +34,13 @@ that make that input, and that copy misses the cache over a whole batch of large
 (`blocked_kernel_gradient`; docs/performance.md#kernel-gradients-in-blocks-of-the-batch: a
 standard training step of the small CNN at batch 64 took 0.025 instead of 0.028 s).
 
-Reverse-over-reverse (gradient of an input gradient, as GradAlign needs) works;
-forward-mode (`jax.jvp`) of a custom VJP does not, so code that needs forward mode must use
-`lax.conv_general_dilated` directly.
+Reverse-over-reverse (the gradient of an input gradient, as GradAlign needs) runs on the
+same routes: the convolution, its input gradient and its kernel gradient are three bilinear
+maps whose custom VJPs are written in terms of one another (`_fast_conv`), so a double
+backward is made of these maps again instead of differentiating the routes' arithmetic
+(docs/performance.md#gradients-of-gradients: a GradAlign step of the small CNN at batch 64
+took 0.146 instead of 0.261 s). Forward mode (`jax.jvp`) of a custom VJP does not work, so
+code that needs forward mode must use `lax.conv_general_dilated` directly.
 
 Only the plain NHWC/HWIO convolution without feature or batch groups is specialised, and
 only on the CPU backend (the layout problem is XLA:CPU's); any other call, and every call on
@@ -66,37 +70,100 @@ def _hashable(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
-  """A custom-VJP NHWC/HWIO convolution for one static configuration."""
+  """A custom-VJP NHWC/HWIO convolution for one static configuration.
+
+  Three bilinear maps, each with a custom VJP written in terms of the others, so that every
+  order of reverse-mode differentiation runs on the fast routes
+  (docs/performance.md#gradients-of-gradients):
+
+    conv(x, w)         = x ⋆ w            VJP(ȳ) = (input_grad(ȳ, w), kernel_grad(x, ȳ))
+    input_grad(g, w)   = ∂⟨g, x ⋆ w⟩/∂x    VJP(ū) = (ū ⋆ w, kernel_grad(ū, g))
+    kernel_grad(x, g)  = ∂⟨g, x ⋆ w⟩/∂w    VJP(v̄) = (input_grad(g, v̄), x ⋆ v̄)
+
+  (all from ⟨g, x ⋆ w⟩ being linear in each of g, x and w). Without them (`BILINEAR_RULES =
+  False`) the gradient of an input gradient (GradAlign's double back-propagation)
+  differentiates the routes' arithmetic itself: the matrix product's im2col copies and
+  XLA's own transposed convolution of the forward.
+  """
   settings = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
                   rhs_dilation=rhs_dilation, precision=precision)
 
   def conv_hwio(x, kernel):
     return lax.conv_general_dilated(x, kernel, dimension_numbers=_NHWC_HWIO, **settings)
 
+  def input_gradient_value(cotangent, kernel, input_spec):
+    shape, dtype = input_spec
+    route = input_gradient_route(shape, kernel.shape, dtype, **settings)
+    if route == "matmul":
+      return matmul_input_gradient(
+          cotangent, kernel, shape, window_strides,
+          explicit_padding(padding, shape, kernel.shape, window_strides), precision)
+    if route == "subpixel":
+      return subpixel_input_gradient(cotangent, kernel, shape, window_strides, padding, precision)
+    return transposed_input_gradient(cotangent, kernel, jax.ShapeDtypeStruct(shape, dtype),
+                                     **settings)
+
+  def kernel_gradient_value(x, cotangent, kernel_spec):
+    block = kernel_gradient_block(x.shape) or x.shape[0]  # one chunk: XLA's own VJP
+    return blocked_kernel_gradient(conv_hwio, x, cotangent, jax.ShapeDtypeStruct(*kernel_spec),
+                                   block)
+
   @jax.custom_vjp
   def conv(x, kernel):
     return conv_hwio(x, kernel)
 
-  def forward(x, kernel):
-    return conv_hwio(x, kernel), (x, kernel)
+  def conv_forward(x, kernel):
+    # `conv`, not `conv_hwio`: under an outer differentiation (GradAlign's g2 pass) JAX
+    # differentiates this function, and must meet the custom rules here too.
+    return (conv if BILINEAR_RULES else conv_hwio)(x, kernel), (x, kernel)
 
-  def backward(residuals, cotangent):
+  def conv_backward(residuals, cotangent):
     x, kernel = residuals
-    route = input_gradient_route(x.shape, kernel.shape, x.dtype, **settings)
-    if route == "matmul":
-      grad_x = matmul_input_gradient(
-          cotangent, kernel, x.shape, window_strides,
-          explicit_padding(padding, x.shape, kernel.shape, window_strides), precision)
-    elif route == "subpixel":
-      grad_x = subpixel_input_gradient(cotangent, kernel, x.shape, window_strides, padding,
-                                       precision)
-    else:
-      grad_x = transposed_input_gradient(cotangent, kernel, x, **settings)
-    block = kernel_gradient_block(x.shape) or x.shape[0]  # one chunk: XLA's own VJP
-    return grad_x, blocked_kernel_gradient(conv_hwio, x, cotangent, kernel, block)
+    if not BILINEAR_RULES:   # the routes' own arithmetic, differentiated by JAX
+      return (input_gradient_value(cotangent, kernel, _spec(x)),
+              kernel_gradient_value(x, cotangent, _spec(kernel)))
+    return (input_grad(cotangent, kernel, _spec(x)), kernel_grad(x, cotangent, _spec(kernel)))
 
-  conv.defvjp(forward, backward)
+  conv.defvjp(conv_forward, conv_backward)
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def input_grad(cotangent, kernel, input_spec):
+    return input_gradient_value(cotangent, kernel, input_spec)
+
+  def input_grad_forward(cotangent, kernel, input_spec):
+    return input_grad(cotangent, kernel, input_spec), (cotangent, kernel)
+
+  def input_grad_backward(input_spec, residuals, outer):
+    cotangent, kernel = residuals
+    del input_spec
+    return conv(outer, kernel), kernel_grad(outer, cotangent, _spec(kernel))
+
+  input_grad.defvjp(input_grad_forward, input_grad_backward)
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def kernel_grad(x, cotangent, kernel_spec):
+    return kernel_gradient_value(x, cotangent, kernel_spec)
+
+  def kernel_grad_forward(x, cotangent, kernel_spec):
+    return kernel_grad(x, cotangent, kernel_spec), (x, cotangent)
+
+  def kernel_grad_backward(kernel_spec, residuals, outer):
+    x, cotangent = residuals
+    del kernel_spec
+    return input_grad(cotangent, outer, _spec(x)), conv(x, outer)
+
+  kernel_grad.defvjp(kernel_grad_forward, kernel_grad_backward)
   return conv
+
+
+# False: the double backward differentiates the routes' own arithmetic (as before the rules;
+# benchmarks/conv_route_ab.py's `differentiated_routes` variant). Read when a step is traced.
+BILINEAR_RULES = True
+
+
+def _spec(array) -> tuple:
+  """(shape, dtype) of an array, hashable: the static argument of the bilinear maps."""
+  return tuple(array.shape), jnp.dtype(array.dtype)
 
 
 def input_gradient_route(input_shape, kernel_shape, dtype, window_strides, padding,
@@ -120,13 +187,15 @@ def transposed_input_gradient(cotangent, kernel, inputs, **settings):
   """∂x of an NHWC/HWIO convolution as `lax.conv_general_dilated`'s own VJP computes it (a
   transposed convolution), but reading a physical HWOI copy of the kernel (a few KB): the
   optimisation barrier keeps XLA from folding the transpose back into the convolution's
-  dimension numbers (the slow layout inside loops). `inputs`: the forward's input (only its
-  shape and dtype matter, the map is linear); `settings`: the forward's keyword arguments
-  (window_strides, padding, lhs_dilation, rhs_dilation, precision)."""
+  dimension numbers (the slow layout inside loops). `inputs`: the forward's input, or a
+  `jax.ShapeDtypeStruct` of it (only its shape and dtype matter, the map is linear);
+  `settings`: the forward's keyword arguments (window_strides, padding, lhs_dilation,
+  rhs_dilation, precision)."""
   kernel_oi = lax.optimization_barrier(jnp.transpose(kernel, (0, 1, 3, 2)))
-  _, input_vjp = jax.vjp(lambda z: lax.conv_general_dilated(
-      z, kernel_oi, dimension_numbers=_NHWC_HWOI, **settings), inputs)
-  return input_vjp(cotangent)[0]
+  transpose = jax.linear_transpose(lambda z: lax.conv_general_dilated(
+      z, kernel_oi, dimension_numbers=_NHWC_HWOI, **settings),
+      jax.ShapeDtypeStruct(inputs.shape, inputs.dtype))
+  return transpose(cotangent)[0]
 
 
 def explicit_padding(padding, input_shape, kernel_shape, window_strides):
@@ -235,13 +304,16 @@ def blocked_kernel_gradient(conv_hwio, inputs, cotangent, kernel, block: int):
   fused scale, shift and ReLU) took 5.0 ms instead of 8.7 ms.
 
   Shapes: inputs (N, H, W, C_in), cotangent (N, OH, OW, C_out), kernel (KH, KW, C_in,
-  C_out); returns (KH, KW, C_in, C_out). The last chunk may be smaller than `block`.
+  C_out), an array or a `jax.ShapeDtypeStruct` (only its shape and dtype matter); returns
+  (KH, KW, C_in, C_out). The last chunk may be smaller than `block`.
   """
+  kernel = jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)
   total = None
   for start in range(0, inputs.shape[0], block):
     chunk = inputs[start:start + block]
-    _, kernel_vjp = jax.vjp(lambda weights, chunk=chunk: conv_hwio(chunk, weights), kernel)
-    part = kernel_vjp(cotangent[start:start + block])[0]
+    transpose = jax.linear_transpose(lambda weights, chunk=chunk: conv_hwio(chunk, weights),
+                                     kernel)
+    part = transpose(cotangent[start:start + block])[0]
     total = part if total is None else total + part
   return total
 
