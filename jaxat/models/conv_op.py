@@ -126,34 +126,32 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
 
   conv.defvjp(conv_forward, conv_backward)
 
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-  def input_grad(cotangent, kernel, input_spec):
-    return input_gradient_value(cotangent, kernel, input_spec)
-
-  def input_grad_forward(cotangent, kernel, input_spec):
-    return input_grad(cotangent, kernel, input_spec), (cotangent, kernel)
-
-  def input_grad_backward(input_spec, residuals, outer):
-    cotangent, kernel = residuals
-    del input_spec
-    return conv(outer, kernel), kernel_grad(outer, cotangent, _spec(kernel))
-
-  input_grad.defvjp(input_grad_forward, input_grad_backward)
-
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-  def kernel_grad(x, cotangent, kernel_spec):
-    return kernel_gradient_value(x, cotangent, kernel_spec)
-
-  def kernel_grad_forward(x, cotangent, kernel_spec):
-    return kernel_grad(x, cotangent, kernel_spec), (x, cotangent)
-
-  def kernel_grad_backward(kernel_spec, residuals, outer):
-    x, cotangent = residuals
-    del kernel_spec
-    return input_grad(cotangent, outer, _spec(x)), conv(x, outer)
-
-  kernel_grad.defvjp(kernel_grad_forward, kernel_grad_backward)
+  # The outer cotangent's VJPs: ⟨ū, input_grad(g, w)⟩ = ⟨g, ū ⋆ w⟩ and
+  # ⟨v̄, kernel_grad(x, g)⟩ = ⟨g, x ⋆ v̄⟩, each differentiated in its two arguments.
+  input_grad = _bilinear_map(input_gradient_value, lambda cotangent, kernel, outer: (
+      conv(outer, kernel), kernel_grad(outer, cotangent, _spec(kernel))))
+  kernel_grad = _bilinear_map(kernel_gradient_value, lambda x, cotangent, outer: (
+      input_grad(cotangent, outer, _spec(x)), conv(x, outer)))
   return conv
+
+
+def _bilinear_map(value, outer_vjp):
+  """`value(a, b, spec)` (bilinear in a and b; `spec` static) as a custom-VJP function whose
+  VJP for an outer cotangent c̄ is `outer_vjp(a, b, c̄)` -> (ā, b̄)."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def apply(a, b, spec):
+    return value(a, b, spec)
+
+  def forward(a, b, spec):
+    return apply(a, b, spec), (a, b)
+
+  def backward(spec, residuals, outer):
+    del spec
+    return outer_vjp(*residuals, outer)
+
+  apply.defvjp(forward, backward)
+  return apply
 
 
 # False: the double backward differentiates the routes' own arithmetic (as before the rules;
