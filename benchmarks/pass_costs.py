@@ -41,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import throughput  # noqa: E402
 from run_helpers import provenance, write_json  # noqa: E402
 
 import jax  # noqa: E402
@@ -56,10 +57,10 @@ NUM_CLASSES = 10
 
 
 def model_config(name: str) -> ml_collections.ConfigDict:
-  """The model settings of benchmarks/throughput.py for `name`."""
-  return ml_collections.ConfigDict(dict(
-      name=name, channels=[32, 64], batch_norm=True, activation="relu",
-      normalization="none" if name == "small_cnn" else "dataset", dtype="auto", final_bn=True))
+  """The model settings `benchmarks/throughput.py` times `name` with."""
+  setup = argparse.Namespace(model=name, batch_size=1, steps=1, warmup=0, image_size=32,
+                             num_epochs=1, num_devices=1)
+  return throughput.benchmark_config("standard", setup).model
 
 
 def pass_functions(model: ModelFn, labels: jax.Array) -> dict:

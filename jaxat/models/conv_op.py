@@ -91,22 +91,20 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
   def conv_hwio(x, kernel):
     return lax.conv_general_dilated(x, kernel, dimension_numbers=_NHWC_HWIO, **settings)
 
-  def input_gradient_value(cotangent, kernel, input_spec):
-    shape, dtype = input_spec
-    route = input_gradient_route(shape, kernel.shape, dtype, **settings)
+  def input_gradient_value(cotangent, kernel, inputs: jax.ShapeDtypeStruct):
+    shape = inputs.shape
+    route = input_gradient_route(shape, kernel.shape, inputs.dtype, **settings)
     if route == "matmul":
       return matmul_input_gradient(
           cotangent, kernel, shape, window_strides,
           explicit_padding(padding, shape, kernel.shape, window_strides), precision)
     if route == "subpixel":
       return subpixel_input_gradient(cotangent, kernel, shape, window_strides, padding, precision)
-    return transposed_input_gradient(cotangent, kernel, jax.ShapeDtypeStruct(shape, dtype),
-                                     **settings)
+    return transposed_input_gradient(cotangent, kernel, inputs, **settings)
 
-  def kernel_gradient_value(x, cotangent, kernel_spec):
+  def kernel_gradient_value(x, cotangent, kernel: jax.ShapeDtypeStruct):
     block = kernel_gradient_block(x.shape) or x.shape[0]  # one chunk: XLA's own VJP
-    return blocked_kernel_gradient(conv_hwio, x, cotangent, jax.ShapeDtypeStruct(*kernel_spec),
-                                   block)
+    return blocked_kernel_gradient(conv_hwio, x, cotangent, kernel, block)
 
   @jax.custom_vjp
   def conv(x, kernel):
@@ -136,7 +134,8 @@ def _fast_conv(window_strides, padding, lhs_dilation, rhs_dilation, precision):
 
 
 def _bilinear_map(value, outer_vjp):
-  """`value(a, b, spec)` (bilinear in a and b; `spec` static) as a custom-VJP function whose
+  """`value(a, b, spec)` (bilinear in a and b; `spec` the static `jax.ShapeDtypeStruct` of
+  the result) as a custom-VJP function whose
   VJP for an outer cotangent c̄ is `outer_vjp(a, b, c̄)` -> (ā, b̄)."""
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -159,9 +158,9 @@ def _bilinear_map(value, outer_vjp):
 BILINEAR_RULES = True
 
 
-def _spec(array) -> tuple:
-  """(shape, dtype) of an array, hashable: the static argument of the bilinear maps."""
-  return tuple(array.shape), jnp.dtype(array.dtype)
+def _spec(array) -> jax.ShapeDtypeStruct:
+  """Shape and dtype of an array (hashable): the static argument of the bilinear maps."""
+  return jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
 def input_gradient_route(input_shape, kernel_shape, dtype, window_strides, padding,
@@ -191,8 +190,7 @@ def transposed_input_gradient(cotangent, kernel, inputs, **settings):
   rhs_dilation, precision)."""
   kernel_oi = lax.optimization_barrier(jnp.transpose(kernel, (0, 1, 3, 2)))
   transpose = jax.linear_transpose(lambda z: lax.conv_general_dilated(
-      z, kernel_oi, dimension_numbers=_NHWC_HWOI, **settings),
-      jax.ShapeDtypeStruct(inputs.shape, inputs.dtype))
+      z, kernel_oi, dimension_numbers=_NHWC_HWOI, **settings), _spec(inputs))
   return transpose(cotangent)[0]
 
 
@@ -305,7 +303,7 @@ def blocked_kernel_gradient(conv_hwio, inputs, cotangent, kernel, block: int):
   C_out), an array or a `jax.ShapeDtypeStruct` (only its shape and dtype matter); returns
   (KH, KW, C_in, C_out). The last chunk may be smaller than `block`.
   """
-  kernel = jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)
+  kernel = _spec(kernel)
   total = None
   for start in range(0, inputs.shape[0], block):
     chunk = inputs[start:start + block]
