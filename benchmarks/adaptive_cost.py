@@ -219,4 +219,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  from jaxat import host_memory
+  host_memory.restart_with_huge_pages()   # as `python -m jaxat.main` runs (jaxat/host_memory.py)
   main()

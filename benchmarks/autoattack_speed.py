@@ -336,11 +336,20 @@ def reference_subprocess(args, x: np.ndarray, y: np.ndarray) -> dict:
     if args.workdir:
       write_reference_problem(args.workdir, x, y, problem_dir)
       command.append(f"--problem_dir={problem_dir}")
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    # As its users run it: the environment this script was started with, before any
+    # huge-page restart (jaxat/host_memory.py).
+    env = dict(os.environ)
+    if "JAXAT_GLIBC_TUNABLES_BEFORE_RESTART" in env:
+      from jaxat import host_memory
+      env = host_memory.environment_before_restart(env)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
   if proc.returncode != 0:
     raise RuntimeError(f"the reference run failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
+  if "--framework=reference" not in sys.argv:   # the reference runs as its users run it
+    from jaxat import host_memory
+    host_memory.restart_with_huge_pages()   # as `python -m jaxat.evaluate` runs (jaxat/host_memory.py)
   main()

@@ -60,6 +60,10 @@ def describe_machine() -> dict:
     # set (jaxat/host_memory.py), or the C library's default.
     info["malloc_top_pad"] = (os.environ.get(host_memory.ENVIRONMENT_VARIABLE)
                               or host_memory.retain_freed_memory() or host_memory.UNSET)
+    # Huge pages for malloc (glibc.malloc.hugetlb=1 where a benchmark restarted itself with
+    # it, host_memory.restart_with_huge_pages) and the kernel's mode they depend on.
+    info["glibc_tunables"] = os.environ.get(host_memory.TUNABLES_VARIABLE, host_memory.UNSET)
+    info["transparent_huge_pages"] = host_memory.transparent_huge_page_mode()
   except ImportError:
     pass
   try:

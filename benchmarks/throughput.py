@@ -283,16 +283,18 @@ def count_convolutions(compiled) -> int:
   return len(re.findall(r" convolution\(", compiled.as_text()))
 
 
-def run_torch(args, methods, malloc_top_pad: int | None = None) -> dict | None:
-  """The PyTorch reference's result, run in a subprocess; with `malloc_top_pad`, under
-  `MALLOC_TOP_PAD_=<bytes>` (the host-memory setting jaxat makes in its own process,
-  jaxat/host_memory.py), recorded as the result's `malloc_top_pad`."""
+def run_torch(args, methods, same_host_memory: bool = False) -> dict | None:
+  """The PyTorch reference's result, run in a subprocess: by default as its users run it
+  (the environment this script was started with, before any huge-page restart); with
+  `same_host_memory`, under jaxat's host-memory settings (jaxat/host_memory.py):
+  `MALLOC_TOP_PAD_=<TOP_PAD_BYTES>` and this process's `GLIBC_TUNABLES`. Both are recorded
+  in the result (`malloc_top_pad`, `glibc_tunables`)."""
   torch_methods = [m for m in methods if m in ("standard", "pgd_at", "trades")]
   if not args.torch_python or not torch_methods:
     return None
-  env = dict(os.environ)
-  if malloc_top_pad is not None:
-    env[host_memory.ENVIRONMENT_VARIABLE] = str(malloc_top_pad)
+  env = host_memory.environment_before_restart(os.environ)
+  if same_host_memory:
+    env = dict(os.environ, **{host_memory.ENVIRONMENT_VARIABLE: str(host_memory.TOP_PAD_BYTES)})
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
   proc = subprocess.run([args.torch_python, script, f"--model={args.model}",
                          f"--methods={','.join(torch_methods)}", f"--batch_size={args.batch_size}",
@@ -302,6 +304,7 @@ def run_torch(args, methods, malloc_top_pad: int | None = None) -> dict | None:
                         capture_output=True, text=True, check=True, env=env)
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   result["malloc_top_pad"] = env.get(host_memory.ENVIRONMENT_VARIABLE, host_memory.UNSET)
+  result["glibc_tunables"] = env.get(host_memory.TUNABLES_VARIABLE, host_memory.UNSET)
   return result
 
 
@@ -351,9 +354,10 @@ def main():
                       help="precisions of the PyTorch reference: comma list of fp32, amp "
                            "(torch.autocast; float16 + GradScaler on CUDA)")
   parser.add_argument("--torch_malloc_top_pad", action="store_true",
-                      help="also run the PyTorch reference with MALLOC_TOP_PAD_ set to the "
-                           "host-memory setting jaxat makes in its own process "
-                           "(jaxat/host_memory.py); reported as torch_same_host_memory and "
+                      help="also run the PyTorch reference under the host-memory settings "
+                           "jaxat makes in its own process (jaxat/host_memory.py: "
+                           "MALLOC_TOP_PAD_ and, where this script restarted with huge pages, "
+                           "GLIBC_TUNABLES); reported as torch_same_host_memory and "
                            "comparison_same_host_memory")
   parser.add_argument("--timing_lock", default="", metavar="FILE",
                       help="compile first, then time (jaxat and PyTorch) while holding an "
@@ -396,7 +400,7 @@ def main():
   else:
     results = measure_all(specs, args)
     torch_result = run_torch(args, methods)
-  torch_same = (run_torch(args, methods, host_memory.TOP_PAD_BYTES)
+  torch_same = (run_torch(args, methods, same_host_memory=True)
                 if args.torch_malloc_top_pad else None)
   add_costs(results, dtypes)
   if {"float32", "bfloat16"} <= set(dtypes):
@@ -429,9 +433,10 @@ def main():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x")
   for method, c in payload.get("comparison_same_host_memory", {}).items():
     print(f"{method:>14}: jaxat/torch speed-up {c['speedup_jaxat_over_torch']:.2f}x "
-          "(PyTorch with the same MALLOC_TOP_PAD_)")
+          "(PyTorch with the same host-memory settings)")
   print(f"written to {out}")
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()   # as `python -m jaxat.main` runs (jaxat/host_memory.py)
   main()

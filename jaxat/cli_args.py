@@ -12,6 +12,7 @@ from typing import Any, Callable, NoReturn
 
 from absl import app, flags
 
+from jaxat import host_memory
 from jaxat.errors import RUN_STATE_EXIT_CODE, USAGE_EXIT_CODE, RunStateError, UsageError
 
 _FRACTION = re.compile(r"^(--config\.[\w.]+)=(-?\d+)/(\d+)$")
@@ -181,6 +182,13 @@ def flag_error_message(error: flags.Error) -> str:
   return _config_file_error(str(error)) or one_line(str(error))
 
 
+def started_as_jaxat_command() -> bool:
+  """Whether the process was started as `python -m jaxat.<module>` (its `__main__` is a
+  module of the package), not from a user's script, a notebook or a test."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return getattr(spec, "name", "").startswith("jaxat.")
+
+
 def run_entry_point(main: Callable[[list[str]], Any],
                     rewrite_argv: Callable[[list[str]], list[str]] | None = None,
                     positional: bool = False) -> None:
@@ -188,7 +196,12 @@ def run_entry_point(main: Callable[[list[str]], Any],
   `RunStateError` (unusable run files) ends the process with `error: <one line>` on stderr
   and exit status 2 (usage) or 1 (run state), without a traceback (jaxat/errors.py).
   `rewrite_argv` (e.g. rewrite_fraction_overrides) is applied to sys.argv first; positional
-  arguments are refused unless `positional` (main then checks them itself)."""
+  arguments are refused unless `positional` (main then checks them itself). A process
+  started as the command (`python -m jaxat.<command>`) first restarts itself with huge pages
+  for malloc where they help (jaxat/host_memory.py); one that calls this from its own code
+  does not."""
+  if started_as_jaxat_command():
+    host_memory.restart_with_huge_pages()
   argv = list(sys.argv)
   if rewrite_argv is not None:
     try:

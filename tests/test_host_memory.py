@@ -71,3 +71,102 @@ def test_importing_jaxat_sets_it_before_jax_starts():
                        check=True, env=env).stdout.split()
   # Decided at import (cached once), and `import jaxat` alone does not start jax.
   assert out == ["1", "False"]
+
+
+# Huge pages for malloc (glibc.malloc.hugetlb=1), by restarting the process.
+
+MADVISE, NEW_GLIBC = "madvise", (2, 36)
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({}, "glibc.malloc.hugetlb=1"),
+    ({"JAX_PLATFORMS": "cuda,cpu"}, "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, None),           # the user's choice stands
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"}, None),
+    ({"JAX_PLATFORMS": "tpu"}, None),                                # no CPU run
+])
+def test_tunables_follow_the_environment(environment, expected):
+  assert host_memory.huge_page_tunables(environment, NEW_GLIBC, MADVISE) == expected
+
+
+@pytest.mark.parametrize("libc_version, thp_mode", [
+    ((2, 34), MADVISE),   # glibc.malloc.hugetlb came with glibc 2.35
+    (None, MADVISE),      # not glibc
+    (NEW_GLIBC, "always"),  # the kernel gives every process huge pages already
+    (NEW_GLIBC, "never"),
+    (NEW_GLIBC, None),    # no transparent huge pages at all
+])
+def test_no_restart_where_it_cannot_help(libc_version, thp_mode):
+  assert host_memory.huge_page_tunables({}, libc_version, thp_mode) is None
+
+
+def test_the_kernel_mode_is_the_bracketed_word(tmp_path):
+  path = tmp_path / "enabled"
+  path.write_text("always [madvise] never\n")
+  assert host_memory.transparent_huge_page_mode(str(path)) == "madvise"
+  path.write_text("[always] madvise never\n")
+  assert host_memory.transparent_huge_page_mode(str(path)) == "always"
+  assert host_memory.transparent_huge_page_mode(str(tmp_path / "missing")) is None
+
+
+_RESTARTING = """
+import os, sys
+from jaxat import host_memory as h
+h.glibc_version = lambda: (2, 36)
+h.transparent_huge_page_mode = lambda path=None: "madvise"
+print("start", os.getpid(), os.environ.get("GLIBC_TUNABLES"), sys.argv[1:], flush=True)
+h.restart_with_huge_pages()
+print("after", os.getpid(), os.environ.get("GLIBC_TUNABLES"), flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.execve of a glibc process")
+def test_restart_runs_the_same_program_once_more_in_the_same_process():
+  env = {k: v for k, v in __import__("os").environ.items() if k not in ("GLIBC_TUNABLES",)}
+  env["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=4"
+  out = subprocess.run([sys.executable, "-c", _RESTARTING, "a", "b"], capture_output=True,
+                       text=True, check=True, env=env).stdout.splitlines()
+  assert len(out) == 3, out
+  pid = out[0].split()[1]
+  assert out[0] == f"start {pid} glibc.malloc.arena_max=4 ['a', 'b']"
+  assert out[1] == f"start {pid} glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1 ['a', 'b']"
+  assert out[2] == f"after {pid} glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"
+
+
+def test_the_environment_before_the_restart_is_recovered():
+  restarted = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1",
+               "JAXAT_GLIBC_TUNABLES_BEFORE_RESTART": "glibc.malloc.arena_max=4", "HOME": "/h"}
+  assert host_memory.environment_before_restart(restarted) == {
+      "GLIBC_TUNABLES": "glibc.malloc.arena_max=4", "HOME": "/h"}
+  restarted = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+               "JAXAT_GLIBC_TUNABLES_BEFORE_RESTART": "", "HOME": "/h"}
+  assert host_memory.environment_before_restart(restarted) == {"HOME": "/h"}
+  as_started = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", "HOME": "/h"}
+  assert host_memory.environment_before_restart(as_started) == as_started
+
+
+def test_only_a_process_started_as_a_jaxat_command_restarts():
+  from jaxat import cli_args
+  assert not cli_args.started_as_jaxat_command()   # pytest's process
+
+
+_CONFIG_REPORTING_TUNABLES = """
+import os
+def get_config(arg=None):
+  raise ValueError("tunables=" + os.environ.get("GLIBC_TUNABLES", "unset"))
+"""
+
+
+@pytest.mark.skipif(host_memory.huge_page_tunables({}, host_memory.glibc_version(),
+                                                   host_memory.transparent_huge_page_mode()) is None,
+                    reason="huge pages cannot help here (THP mode not madvise, or glibc < 2.35)")
+def test_a_jaxat_command_runs_with_huge_pages(tmp_path):
+  config = tmp_path / "reporting.py"
+  config.write_text(_CONFIG_REPORTING_TUNABLES)
+  env = {k: v for k, v in __import__("os").environ.items() if k != "GLIBC_TUNABLES"}
+  proc = subprocess.run([sys.executable, "-m", "jaxat.main", f"--config={config}",
+                         f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True, env=env)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "tunables=glibc.malloc.hugetlb=1" in proc.stderr, proc.stderr[-2000:]
