@@ -33,8 +33,8 @@ pages (`madvise(MADV_HUGEPAGE)`), so a step faults once per 2 MiB and its buffer
 fewer TLB entries. Tunables are read only when a process starts, so `restart_with_huge_pages()`
 replaces the process by itself (same interpreter, same arguments, `os.execve`) with
 `GLIBC_TUNABLES` extended by `glibc.malloc.hugetlb=1`. jaxat's commands (`python -m
-jaxat.<command>`, via `cli_args.run_entry_point`) and the benchmark scripts call it before
-anything is imported or computed; a library user sets the variable before starting Python.
+jaxat.<command>`, via `cli_args.run_entry_point`) and the timing scripts of `benchmarks/`
+call it before anything is computed; a library user sets the variable before starting Python.
 It applies only where it can help: the kernel's transparent-huge-page mode is `madvise` (with
 `always` every process already gets them; with `never` none can), glibc >= 2.35, and a CPU
 run. Left alone: a `GLIBC_TUNABLES` that already names `glibc.malloc.hugetlb` (the user's
@@ -124,6 +124,8 @@ def huge_page_tunables(environ, libc_version: tuple[int, int] | None,
   docstring for when)."""
   if thp_mode != "madvise" or libc_version is None or libc_version < HUGE_PAGES_MIN_GLIBC:
     return None
+  if BEFORE_RESTART_VARIABLE in environ:
+    return None   # restarted once already: never again, whatever the C library kept
   platforms = environ.get("JAX_PLATFORMS", "")
   if platforms and "cpu" not in platforms.split(","):
     return None
@@ -138,8 +140,8 @@ def restart_with_huge_pages() -> None:
   gives any; does not return then (same pid, same open files, same arguments). Call it
   first thing in a program's entry point: anything done before is done twice."""
   tunables = huge_page_tunables(os.environ, glibc_version(), transparent_huge_page_mode())
-  if tunables is None:
-    return
+  if tunables is None or not sys.executable or not sys.orig_argv:
+    return   # nothing to gain, or an embedded interpreter that cannot be started again
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],

@@ -86,6 +86,7 @@ MADVISE, NEW_GLIBC = "madvise", (2, 36)
     ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, None),           # the user's choice stands
     ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"}, None),
     ({"JAX_PLATFORMS": "tpu"}, None),                                # no CPU run
+    ({"JAXAT_GLIBC_TUNABLES_BEFORE_RESTART": ""}, None),             # restarted once already
 ])
 def test_tunables_follow_the_environment(environment, expected):
   assert host_memory.huge_page_tunables(environment, NEW_GLIBC, MADVISE) == expected
