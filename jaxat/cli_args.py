@@ -183,10 +183,26 @@ def flag_error_message(error: flags.Error) -> str:
 
 
 def started_as_jaxat_command() -> bool:
-  """Whether the process was started as `python -m jaxat.<module>` (its `__main__` is a
-  module of the package), not from a user's script, a notebook or a test."""
-  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-  return getattr(spec, "name", "").startswith("jaxat.")
+  """Whether the interpreter was started as `python [options] -m jaxat.<module>` and runs
+  that module as `__main__`: not a user's script, a notebook, `python -c`, or a module run
+  by `runpy` inside another program (tests/cli_driver.py), which restarting would rerun."""
+  name = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "")
+  if not name.startswith("jaxat."):
+    return False
+  argv = getattr(sys, "orig_argv", [])
+  skip_value = False
+  for index, arg in enumerate(argv[1:], start=1):
+    if skip_value:
+      skip_value = False
+    elif arg == "-m":
+      return argv[index + 1:index + 2] == [name]
+    elif arg.startswith("-m") and not arg.startswith("--"):
+      return arg[2:] == name
+    elif arg in ("-X", "-W"):   # options whose value is the next argument
+      skip_value = True
+    elif arg == "-c" or not arg.startswith("-"):
+      return False   # python -c, or a script
+  return False
 
 
 def run_entry_point(main: Callable[[list[str]], Any],

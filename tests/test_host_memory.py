@@ -148,9 +148,22 @@ def test_the_environment_before_the_restart_is_recovered():
   assert host_memory.environment_before_restart(as_started) == as_started
 
 
-def test_only_a_process_started_as_a_jaxat_command_restarts():
+@pytest.mark.parametrize("orig_argv, expected", [
+    (["python", "-m", "jaxat.main", "--config=c.py"], True),
+    (["python", "-X", "importtime", "-u", "-m", "jaxat.main"], True),
+    (["python", "-mjaxat.main"], True),
+    (["python", "-m", "jaxat.evaluate"], False),            # another module is __main__
+    (["python", "tests/cli_driver.py", "-m", "jaxat.main"], False),  # runpy inside a script
+    (["python", "-c", "from jaxat import main; main.run()"], False),
+])
+def test_only_a_process_started_as_the_jaxat_command_restarts(monkeypatch, orig_argv, expected):
   from jaxat import cli_args
-  assert not cli_args.started_as_jaxat_command()   # pytest's process
+  assert not cli_args.started_as_jaxat_command()   # pytest's own process
+  main = type(sys)("__main__")
+  main.__spec__ = type("Spec", (), {"name": "jaxat.main"})()
+  monkeypatch.setitem(sys.modules, "__main__", main)
+  monkeypatch.setattr(sys, "orig_argv", orig_argv)
+  assert cli_args.started_as_jaxat_command() is expected
 
 
 _CONFIG_REPORTING_TUNABLES = """
