@@ -100,7 +100,10 @@ def load_config(method: str):
 
 def benchmark_config(method: str, args):
   config = load_config(method)
-  examples = args.batch_size * (args.steps + args.warmup)
+  # One epoch holds every step the method runs (warm-up and all timed rounds), so a method
+  # measured at an epoch (`@<epoch>`, --at_epoch) stays in that epoch throughout.
+  steps = args.warmup + args.steps * getattr(args, "rounds", 1)
+  examples = args.batch_size * steps
   config.update_from_flattened_dict({
       "dataset.num_train": max(examples, args.batch_size * 2), "dataset.num_test": args.batch_size,
       "dataset.image_size": args.image_size, "dataset.channels": 3, "dataset.num_classes": 10,

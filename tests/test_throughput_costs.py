@@ -60,3 +60,16 @@ def test_torch_fp32_meets_jaxat_float32_and_amp_meets_bfloat16():
   fallback = throughput.compare_with_torch(only_auto, torch_result, ["auto"])
   assert fallback["pgd_at/amp"]["speedup_jaxat_over_torch"] == pytest.approx(0.5)
   assert throughput.compare_with_torch(results, None, ["float32"]) == {}
+
+
+def test_one_epoch_holds_every_step_of_every_round():
+  """A method timed at its one-off epoch (`uiat_oneoff:fgsm_rs@8`) in 5 rounds of 8 steps
+  after 2 warm-up steps runs 42 steps: all of them must fall in epoch 8, so the epoch is
+  at least 42 batches long."""
+  import argparse
+  args = argparse.Namespace(model="small_cnn", batch_size=4, steps=8, warmup=2, rounds=5,
+                            image_size=8, num_epochs=10, num_devices=1)
+  config = throughput.benchmark_config("uiat_oneoff:fgsm_rs", args)
+  assert config.dataset.num_train // config.batch_size == 2 + 8 * 5
+  one_round = argparse.Namespace(**{**vars(args), "rounds": 1})
+  assert throughput.benchmark_config("pgd_at", one_round).dataset.num_train == 4 * (2 + 8)
