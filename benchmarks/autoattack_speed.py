@@ -338,11 +338,9 @@ def reference_subprocess(args, x: np.ndarray, y: np.ndarray) -> dict:
       command.append(f"--problem_dir={problem_dir}")
     # As its users run it: the environment this script was started with, before any
     # huge-page restart (jaxat/host_memory.py).
-    env = dict(os.environ)
-    if "JAXAT_GLIBC_TUNABLES_BEFORE_RESTART" in env:
-      from jaxat import host_memory
-      env = host_memory.environment_before_restart(env)
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    from jaxat import host_memory
+    proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env=host_memory.environment_before_restart(os.environ))
   if proc.returncode != 0:
     raise RuntimeError(f"the reference run failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
