@@ -166,6 +166,7 @@ class Measurement:
     self.step = compile_step(config, parse_method(method)[0], at_epoch)
     self.state, self.sums = self.step.state, self.step.sums
     self.round_seconds: list[float] = []
+    self.round_page_faults: list[float] = []
     self.run(args.warmup)
 
   def run(self, steps: int) -> None:
@@ -174,9 +175,11 @@ class Measurement:
     jax.block_until_ready(self.sums)
 
   def time_round(self, steps: int) -> None:
+    faults = minor_page_faults()
     start = time.perf_counter()
     self.run(steps)
     self.round_seconds.append((time.perf_counter() - start) / steps)
+    self.round_page_faults.append((minor_page_faults() - faults) / steps)
 
   def result(self) -> dict:
     seconds = statistics.median(self.round_seconds)
@@ -185,7 +188,28 @@ class Measurement:
             "seconds_per_step": seconds, "round_seconds_per_step": self.round_seconds,
             "images_per_sec": self.batch_size / seconds, "compile_seconds": self.step.compile_seconds,
             "seconds_per_cifar10_epoch": CIFAR10_TRAIN_SIZE / (self.batch_size / seconds),
-            "hlo_convolutions": count_convolutions(self.step.compiled)}
+            "hlo_convolutions": count_convolutions(self.step.compiled),
+            # Host memory (docs/performance.md#huge-pages): the step's temporary buffer and
+            # the process's minor page faults per step (all threads; median round).
+            "temp_bytes": temp_bytes(self.step.compiled),
+            "minor_page_faults_per_step": statistics.median(self.round_page_faults)}
+
+
+def minor_page_faults() -> int:
+  """The process's minor page faults so far (all threads), 0 where not reported."""
+  try:
+    import resource
+  except ImportError:   # not POSIX
+    return 0
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def temp_bytes(compiled) -> int | None:
+  """Bytes of the compiled step's temporary buffer, where the backend reports it."""
+  try:
+    return int(compiled.memory_analysis().temp_size_in_bytes)
+  except (AttributeError, NotImplementedError, TypeError):
+    return None
 
 
 def measure_all(specs: list[tuple[str, str]], args) -> list[dict]:
@@ -275,7 +299,8 @@ def print_results(results: list[dict]) -> None:
     extras = " ".join(f"{k}={r[k]:.2f}" for k in ("cost_vs_standard", "cost_vs_pgd_at", "cost_vs_base",
                                                    "bfloat16_speedup") if k in r)
     print(f"{r['method']:>14} {r['resolved_dtype']:>8}: {r['images_per_sec']:9.1f} img/s  "
-          f"{r['seconds_per_step']:.4f} s/step  convs={r.get('hlo_convolutions')}  {extras}")
+          f"{r['seconds_per_step']:.4f} s/step  convs={r.get('hlo_convolutions')}  "
+          f"faults/step={r.get('minor_page_faults_per_step', float('nan')):.0f}  {extras}")
 
 
 def count_convolutions(compiled) -> int:

@@ -27,7 +27,8 @@ allocators), and a C library without `mallopt` (musl, macOS, Windows).
 thread's heap can hold (64 MiB) is mmap-ed afresh at every call whatever the settings: the
 temporary buffer of a step with two forward passes alive (FGSM-MEP: 89 MiB; GradAlign:
 143 MiB on the small CNN at batch 64) took one page fault per 4 KiB page at every step,
-22 758 and 36 551 of them, at about 2.7 µs each on the development VM. With glibc's
+about 22 800 and 36 500 of them (a lone first touch of a page: about 2.7 µs on the
+development VM). With glibc's
 `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35) malloc asks the kernel for transparent huge
 pages (`madvise(MADV_HUGEPAGE)`), so a step faults once per 2 MiB and its buffers need 512×
 fewer TLB entries. Tunables are read only when a process starts, so `restart_with_huge_pages()`

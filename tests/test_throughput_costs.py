@@ -73,3 +73,18 @@ def test_one_epoch_holds_every_step_of_every_round():
   assert config.dataset.num_train // config.batch_size == 2 + 8 * 5
   one_round = argparse.Namespace(**{**vars(args), "rounds": 1})
   assert throughput.benchmark_config("pgd_at", one_round).dataset.num_train == 4 * (2 + 8)
+
+
+def test_temp_bytes_reads_the_memory_analysis_where_there_is_one():
+  class Analysis:
+    temp_size_in_bytes = 73_190_400
+
+  class Compiled:
+    def memory_analysis(self):
+      return Analysis()
+
+  assert throughput.temp_bytes(Compiled()) == 73_190_400
+  assert throughput.temp_bytes(object()) is None   # a backend without the analysis
+  before = throughput.minor_page_faults()
+  bytearray(64 * 2**20)   # 64 MiB, written on allocation: at least some fresh pages
+  assert throughput.minor_page_faults() >= before
