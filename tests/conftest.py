@@ -22,6 +22,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# No huge-page restart for the suite's CLI subprocesses (jaxat/host_memory.py): on tiny
+# models it gains nothing and costs up to half a second of system time per run (a second
+# interpreter start, 2 MiB pages zeroed for small heaps; docs/performance.md#huge-pages).
+# tests/test_host_memory.py exercises the restart itself.
+_tunables = os.environ.get("GLIBC_TUNABLES", "")
+if "glibc.malloc.hugetlb" not in _tunables:
+  os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [_tunables, "glibc.malloc.hugetlb=0"]))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 std_logging.getLogger("absl").setLevel(std_logging.WARNING)
