@@ -70,14 +70,18 @@ def _glibc():
   return libc
 
 
+def may_run_on_cpu(environ) -> bool:
+  """Whether a process with environment `environ` can use jax's CPU backend: `JAX_PLATFORMS`
+  unset or naming `cpu` (GPU and TPU runs keep device buffers in their own allocators)."""
+  platforms = environ.get("JAX_PLATFORMS", "")
+  return not platforms or "cpu" in platforms.split(",")
+
+
 @functools.lru_cache(maxsize=None)
 def retain_freed_memory() -> int | None:
   """Sets glibc's `M_TOP_PAD` to `TOP_PAD_BYTES`, once per process. Returns the bytes set,
   or None where left alone (the user's `MALLOC_TOP_PAD_`, no glibc, or `mallopt` refused)."""
-  if ENVIRONMENT_VARIABLE in os.environ:
-    return None
-  platforms = os.environ.get("JAX_PLATFORMS", "")
-  if platforms and "cpu" not in platforms.split(","):
+  if ENVIRONMENT_VARIABLE in os.environ or not may_run_on_cpu(os.environ):
     return None
   libc = _glibc()
   if libc is None:
@@ -127,8 +131,7 @@ def huge_page_tunables(environ, libc_version: tuple[int, int] | None,
     return None
   if BEFORE_RESTART_VARIABLE in environ:
     return None   # restarted once already: never again, whatever the C library kept
-  platforms = environ.get("JAX_PLATFORMS", "")
-  if platforms and "cpu" not in platforms.split(","):
+  if not may_run_on_cpu(environ):
     return None
   current = environ.get(TUNABLES_VARIABLE, "")
   if any(item.split("=", 1)[0] == HUGE_PAGES_TUNABLE for item in current.split(":")):
