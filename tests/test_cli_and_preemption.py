@@ -1,6 +1,9 @@
-"""The command line, SIGTERM preemption and resume, and 1-vs-8-device agreement.
+"""The command line and 1-vs-8-device agreement.
 
 These run `python -m jaxat.main` (or a short script) in subprocesses, as a user would.
+SIGTERM preemption and resume: `tiny_runs.interrupted_and_straight_runs`, used by the
+methods' resume tests (tests/test_uiat_resume.py, test_prior_init.py, test_las_at_runs.py,
+test_extra_data.py), and tests/test_multihost.py for two processes.
 """
 
 import json
@@ -9,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tiny_runs import run_cli, run_until_sigterm
+from tiny_runs import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -48,40 +51,6 @@ def test_cli_rejects_bad_input_before_writing(tmp_path):
   proc = run_cli(SMOKE + [f"--workdir={workdir}", "--config.no_such_field=1"])
   assert proc.returncode != 0 and "no_such_field" in proc.stderr
   assert not workdir.exists()
-
-
-def _long_enough_run(workdir):
-  # ~10 epochs of a few hundred steps in all, so a SIGTERM lands during training.
-  return SMOKE + [f"--workdir={workdir}", "--config.num_epochs=6", "--config.batch_size=16",
-                  "--config.method.attack.num_steps=3", "--config.eval.pgd_steps=2"]
-
-
-def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_an_uninterrupted_run(tmp_path):
-  interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  # The handler is installed before compilation; signal once training has compiled.
-  returncode, stderr = run_until_sigterm(_long_enough_run(interrupted), env)
-  assert returncode == 143, stderr[-3000:]
-  assert "rerun the same command to resume" in stderr
-  saved = [int(s) for s in os.listdir(interrupted / "checkpoints" / "last")]
-  assert saved and max(saved) < 6 * (256 // 16)
-  assert not (interrupted / "results.json").exists()
-
-  resumed = run_cli(_long_enough_run(interrupted))
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from step" in resumed.stderr
-  straight = run_cli(_long_enough_run(uninterrupted))
-  assert straight.returncode == 0, straight.stderr[-3000:]
-
-  with open(interrupted / "results.json") as f:
-    a = json.load(f)
-  with open(uninterrupted / "results.json") as f:
-    b = json.load(f)
-  assert a["fingerprint"] == b["fingerprint"]
-  assert a["clean_acc"] == b["clean_acc"] and a["pgd20_acc"] == b["pgd20_acc"]
-  # Epoch records agree too (the partial epoch's metric sums were checkpointed).
-  strip = lambda rs: [{k: v for k, v in r.items() if k not in ("images_per_sec", "train_seconds")} for r in rs]
-  assert strip(read_jsonl(interrupted / "metrics.jsonl")) == strip(read_jsonl(uninterrupted / "metrics.jsonl"))
 
 
 EIGHT_DEVICES = textwrap.dedent("""

@@ -174,12 +174,19 @@ def test_a_run_with_extra_data_resumes_bit_identically(tmp_path):
   _write_extra(path)
   args = [*ARGS, f"--config.dataset.extra.path={path}"]
   straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-  results = interrupted_and_straight_runs(args, tmp_path, TOTAL_STEPS)
-  assert results[0]["fingerprint"] == results[1]["fingerprint"]
-  assert results[1]["host_input"] == {"rows_read_by_process": [16 * TOTAL_STEPS],
-                                      "steps": TOTAL_STEPS}
+  resumed, straight_results, saved = interrupted_and_straight_runs(args, tmp_path, TOTAL_STEPS)
+  assert resumed["fingerprint"] == straight_results["fingerprint"]
+  assert (resumed["clean_acc"], resumed["pgd20_acc"]) == (straight_results["clean_acc"],
+                                                          straight_results["pgd20_acc"])
+  assert straight_results["host_input"] == {"rows_read_by_process": [16 * TOTAL_STEPS],
+                                            "steps": TOTAL_STEPS}
+  # The resumed session read the rows of its own steps only (one process: whole batches).
+  assert resumed["host_input"] == {"rows_read_by_process": [16 * (TOTAL_STEPS - saved)],
+                                   "steps": TOTAL_STEPS - saved}
   with open(straight / "config.json") as f:
     assert json.load(f)["dataset"]["extra"] == {"path": str(path), "fraction": 0.25}
+  with open(interrupted / "config.json") as f:
+    assert json.load(f)["dataset"]["placement"] == "host"
   # UIAT's momentum buffer has rows for the extra examples, and training wrote some of them.
   a = jax.device_get(load_trained_model(str(interrupted)).state.method_state)
   b = jax.device_get(load_trained_model(str(straight)).state.method_state)

@@ -1,7 +1,9 @@
 """Host-streamed input (dataset.placement='host', jaxat/train/host_input.py): each step's
 batch is built on the host from the same indices as the device path, so a run trains the
-same bits with either placement (1 and 2 devices), and SIGTERM + resume stays bit-identical.
-Rows per process with 2 processes: tests/test_multihost.py.
+same bits with either placement (1 and 2 devices). SIGTERM + resume with host placement:
+tests/test_extra_data.py (1 process) and tests/test_multihost.py (2 processes, where the
+resumed device-placement run ends with the bits of the host-placement run; rows per
+process).
 """
 
 import json
@@ -15,7 +17,7 @@ import pytest
 from jaxat.train import step as step_lib
 from jaxat.train.experiment import build_experiment, epoch_permutation_fn, host_batcher, put_train_data
 from jaxat.train.state import model_fingerprint
-from tiny_runs import UIAT_MOMENTUM_ARGS, interrupted_and_straight_runs, run_cli, tiny_config, train_all_epochs
+from tiny_runs import run_cli, tiny_config, train_all_epochs
 
 UIAT_MOMENTUM = {"method.attack.num_steps": 2, "method.momentum_start": 0.5}
 
@@ -70,12 +72,12 @@ TWO_DEVICES = textwrap.dedent("""
     from jaxat.train.state import model_fingerprint
     assert jax.device_count() == 2, jax.devices()
     out = {}
-    for name, extra in (("pgd_at", {}), ("uiat", {"method.attack.num_steps": 2,
-                                                   "method.momentum_start": 0.5})):
-        for placement in ("device", "host"):
-            config = tiny_config(name, **{"num_devices": 2, "dataset.placement": placement, **extra})
-            _, state, _ = train_all_epochs(config)
-            out[f"{name}/{placement}"] = model_fingerprint(state)
+    # UIAT with its momentum buffer: per-example state sharded by example as well.
+    for placement in ("device", "host"):
+        config = tiny_config("uiat", **{"num_devices": 2, "dataset.placement": placement,
+                                        "method.attack.num_steps": 2, "method.momentum_start": 0.5})
+        _, state, _ = train_all_epochs(config)
+        out[f"uiat/{placement}"] = model_fingerprint(state)
     batch = host_batcher(build_experiment(tiny_config("pgd_at", **{
         "num_devices": 2, "dataset.placement": "host"}))).build(0)
     out["shards"] = [list(s.data.shape) for s in batch.inputs[0].addressable_shards]
@@ -89,31 +91,5 @@ def test_host_placement_trains_the_device_bits_on_two_devices():
       "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert out["pgd_at/host"] == out["pgd_at/device"], out
   assert out["uiat/host"] == out["uiat/device"], out
   assert out["shards"] == [[16, 8, 8, 1]] * 2, out  # batch 32 split by example
-
-
-# UIAT with momentum from epoch 1 of 2: the per-example buffer lives across the resume.
-ARGS = UIAT_MOMENTUM_ARGS
-HOST = ["--config.dataset.placement=host"]
-
-
-def _results(workdir) -> dict:
-  with open(workdir / "results.json") as f:
-    return json.load(f)
-
-
-@pytest.mark.slow
-def test_sigterm_resume_with_host_placement_is_bit_identical_to_the_device_run(tmp_path):
-  # The straight run keeps the device placement; the interrupted one streams from the host.
-  a, b, saved = interrupted_and_straight_runs(ARGS, tmp_path, 16, interrupted_extra=tuple(HOST))
-  interrupted = tmp_path / "interrupted"
-  assert a["fingerprint"] == b["fingerprint"]
-  assert (a["clean_acc"], a["pgd20_acc"]) == (b["clean_acc"], b["pgd20_acc"])
-  # The resumed session read the rows of its own steps only (one process: whole batches).
-  steps = 16 - saved
-  assert a["host_input"] == {"rows_read_by_process": [16 * steps], "steps": steps}
-  assert "host_input" not in b
-  with open(interrupted / "config.json") as f:
-    assert json.load(f)["dataset"]["placement"] == "host"

@@ -1,6 +1,7 @@
 """UIAT's persistent state across preemption and devices: the class-wise perturbations z and
 the per-example momentum buffers survive SIGTERM + resume bit for bit, and agree between one
-and two devices. (The generic SIGTERM test of the engine is test_cli_and_preemption.py.)
+and two devices. (What every resume test asserts of the engine, messages and metrics.jsonl
+included: tiny_runs.interrupted_and_straight_runs.)
 """
 
 import json

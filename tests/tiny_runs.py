@@ -70,8 +70,10 @@ def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int,
                                   interrupted_extra: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
   """Trains `python <args>` twice side by side: straight through in tmp_path/'straight', and
   in tmp_path/'interrupted' (with `interrupted_extra` appended) stopped by SIGTERM once the
-  step has compiled, then rerun. Asserts the preemption status (143), a checkpoint before
-  the last of `total_steps`, that the rerun resumed from it, and that every run succeeded.
+  step has compiled, then rerun. Asserts the preemption status (143) with its message, a
+  checkpoint before the last of `total_steps` and no results.json after the interruption,
+  that the rerun resumed from it, that every run succeeded, and that both runs wrote the
+  same metrics.jsonl records (timings aside: the partial epoch's sums are checkpointed).
   Returns (the interrupted run's results.json, the straight run's, the step resumed from)."""
   import json
   straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
@@ -81,17 +83,23 @@ def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int,
   second = [*args, *interrupted_extra, f"--workdir={interrupted}"]
   returncode, stderr = run_until_sigterm(second, env)
   assert returncode == 143, stderr[-3000:]
+  assert "rerun the same command to resume" in stderr, stderr[-3000:]
   saved = max(int(s) for s in os.listdir(interrupted / "checkpoints" / "last"))
   assert saved < total_steps, saved
+  assert not (interrupted / "results.json").exists()
   resumed = run_cli(second)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed from step {saved}" in resumed.stderr
   _, straight_err = uninterrupted.communicate(timeout=300)
   assert uninterrupted.returncode == 0, straight_err[-3000:]
-  results = []
+  results, records = [], []
   for workdir in (interrupted, straight):
     with open(workdir / "results.json") as f:
       results.append(json.load(f))
+    with open(workdir / "metrics.jsonl") as f:
+      records.append([{k: v for k, v in json.loads(line).items()
+                       if k not in ("images_per_sec", "train_seconds")} for line in f])
+  assert records[0] and records[0] == records[1]
   return results[0], results[1], saved
 
 
