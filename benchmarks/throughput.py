@@ -74,7 +74,7 @@ from jaxat import host_memory  # noqa: E402
 from jaxat.train.experiment import (build_experiment, epoch_permutation_fn, init_state,  # noqa: E402
                                     put_train_data)
 from jaxat.train import sharding  # noqa: E402
-from jaxat.train.step import init_sums, make_train_step, metric_shapes  # noqa: E402
+from jaxat.train.step import init_sums, make_train_step, metric_shapes, phase_context  # noqa: E402
 from jaxat.train.train import finish_prerequisites  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,9 +135,10 @@ def compile_step(config, scratch_name: str, at_epoch: int = 0) -> CompiledStep:
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
+  # The step jaxat.main compiles for that epoch (its epoch phase, docs/architecture.md#epoch-phases).
   train_step, step_fn = make_train_step(
-      exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
-      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
+      exp.method, phase_context(exp.method, exp.ctx, at_epoch), exp.tx, config, exp.mesh,
+      exp.schedule, sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
   sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation),
                    state.step.sharding)
   if at_epoch:

@@ -70,6 +70,10 @@ class StepContext:
   # Rows of a per-example buffer: num_train rounded up to a multiple of the device count,
   # so the engine can shard every buffer by example (0 = num_train, for a single device).
   buffer_rows: int = 0
+  # The static phase (`Method.epoch_phase`) shared by every epoch this compiled step runs;
+  # None: one step serves every epoch and the method decides by StepInfo.epoch at run time
+  # (docs/architecture.md#epoch-phases).
+  epoch_phase: Any = None
 
   @property
   def example_rows(self) -> int:
@@ -171,6 +175,16 @@ class Method(abc.ABC):
   def validate(cls, cfg: ml_collections.ConfigDict, num_classes: int | None = None) -> None:
     """Raises ValueError naming any invalid value and the valid choices. Called before
     anything is compiled. `num_classes` is known once the dataset is loaded."""
+
+  def epoch_phase(self, epoch: int, ctx: StepContext) -> Any:
+    """A hashable value naming the phase of 0-based `epoch` (docs/architecture.md#epoch-phases),
+    or None (the default) for a method without epoch phases. The engine compiles one
+    training step per distinct phase of the epochs it runs, with `ctx.epoch_phase` set to
+    it, so `prepare` and `loss` may leave out the work of the other phases instead of
+    branching at run time; with `ctx.epoch_phase` None they must decide from
+    `StepInfo.epoch` (the same results). The metrics must not depend on the phase."""
+    del epoch, ctx
+    return None
 
   # -- model hook (docs/architecture.md#model-hook) ----------------------------------------
   @classmethod

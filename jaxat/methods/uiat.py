@@ -328,6 +328,13 @@ class InverseAdversarialTraining(Method):
     probs, batch_stats = self._probs(ctx, params, batch_stats, x_inv)
     return probs, x_inv, batch_stats, universal
 
+  def epoch_phase(self, epoch, ctx):
+    """BEFORE, AT or AFTER the one-off epoch T' for the one-off variant; None otherwise."""
+    if not self.cfg.oneoff:
+      return None
+    oneoff_epoch = phase_epoch(self.cfg.oneoff_start, ctx.num_epochs)
+    return BEFORE if epoch < oneoff_epoch else AT if epoch == oneoff_epoch else AFTER
+
   def count_metric_labels(self):
     if self.base:
       return self.base.count_metric_labels()
@@ -387,8 +394,17 @@ class InverseAdversarialTraining(Method):
         batch_stats, universal = operand
         return stored, batch.images, batch_stats, universal
 
-      fresh, target_input, batch_stats, universal = jax.lax.switch(
-          branch, (clean_target, inverse_target, frozen_target), (batch_stats, universal))
+      # A step compiled for one phase (epoch_phase) holds only that phase's work: the
+      # inverse branch alone, left in a switch, slows every step before T' (docs/
+      # architecture.md#epoch-phases). After T' the branch depends on the data (examples
+      # never written), so the switch stays.
+      if ctx.epoch_phase == BEFORE:
+        fresh, target_input, batch_stats, universal = clean_target((batch_stats, universal))
+      elif ctx.epoch_phase == AT:
+        fresh, target_input, batch_stats, universal = inverse_target((batch_stats, universal))
+      else:
+        fresh, target_input, batch_stats, universal = jax.lax.switch(
+            branch, (clean_target, inverse_target, frozen_target), (batch_stats, universal))
       use_stored = (phase == AFTER) & ~missing
       write = (phase == AT) | ((phase == AFTER) & missing)
       history = jnp.where(use_stored[:, None], stored, 0.0)

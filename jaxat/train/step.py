@@ -21,6 +21,7 @@ Two input placements (`dataset.placement`, docs/scaling.md#host-streamed-input-a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -155,6 +156,12 @@ def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
   first = sums[FIRST_NONFINITE]
   new[FIRST_NONFINITE] = jnp.where((first < 0) & ~finite, step.astype(jnp.int32), first)
   return new
+
+
+def phase_context(method: Method, ctx: StepContext, epoch: int) -> StepContext:
+  """`ctx` with `epoch_phase` set to the method's phase of 0-based `epoch`: the context of
+  the step compiled for that epoch (docs/architecture.md#epoch-phases)."""
+  return dataclasses.replace(ctx, epoch_phase=method.epoch_phase(epoch, ctx))
 
 
 def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,

@@ -37,7 +37,7 @@ from jaxat.train.experiment import (Experiment, build_experiment, epoch_permutat
                                     host_batcher, init_state, put_train_data)
 from jaxat.train.state import TrainState, model_fingerprint
 from jaxat.train.step import (COUNT, FIRST_NONFINITE, init_sums, is_count_metric, make_train_step,
-                              metric_shapes)
+                              metric_shapes, phase_context)
 from jaxat.train.tensorboard_events import EpochEventWriter
 
 # Fields that may differ between a run and its resumption: they change neither what is
@@ -458,9 +458,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finish_prerequisites(exp.method, config, workdir)
   state = init_state(exp)
   feed = _HostFeed(exp) if exp.placement == "host" else _DeviceFeed(exp)
-  train_step, step_fn = make_train_step(
-      exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
-      sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows), placement=exp.placement)
+  state_shardings = sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows)
+  # The metric names do not depend on the epoch phase (Method.epoch_phase), so the step
+  # that serves every epoch gives them.
+  _, step_fn = make_train_step(exp.method, exp.ctx, exp.tx, config, exp.mesh, exp.schedule,
+                               state_shardings, placement=exp.placement)
   shapes = metric_shapes(step_fn, state, *feed.specs())
   sums = init_sums(shapes, state.step.sharding)
   meta: dict[str, Any] = {"epoch": 0, "best_val_pgd_acc": None, "best_epoch": None}
@@ -489,9 +491,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   evaluators = _Evaluators(exp)
   start_step = int(state.step)
-  compile_watch = reporting.Stopwatch()
-  compiled_step = train_step.lower(state, sums, *feed.specs()).compile()
-  logging.info("compiled the training step in %.1fs", compile_watch.elapsed())
+  # One compiled step per epoch phase, compiled when its first epoch comes
+  # (docs/architecture.md#epoch-phases); a method without phases has one.
+  compiled_steps: dict[Any, Any] = {}
+
+  def compiled_step_for(epoch: int):
+    ctx = phase_context(exp.method, exp.ctx, epoch)
+    if ctx.epoch_phase not in compiled_steps:
+      compile_watch = reporting.Stopwatch()
+      train_step, _ = make_train_step(exp.method, ctx, exp.tx, config, exp.mesh, exp.schedule,
+                                      state_shardings, placement=exp.placement)
+      compiled_steps[ctx.epoch_phase] = train_step.lower(state, sums, *feed.specs()).compile()
+      phase = "" if ctx.epoch_phase is None else f" for epoch phase {ctx.epoch_phase!r}"
+      logging.info("compiled the training step%s in %.1fs", phase, compile_watch.elapsed())
+    return compiled_steps[ctx.epoch_phase]
+
+  if start_step < exp.total_steps:
+    compiled_step_for(start_step // spe)
 
   progress = reporting.Progress(config.log.progress if main else "none", exp.total_steps,
                                 start_step, config.batch_size)
@@ -500,6 +516,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step = start_step
   first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
   for epoch in range(first_epoch, num_epochs):
+    compiled_step = compiled_step_for(epoch)
     epoch_watch = reporting.Stopwatch()
     steps_run = 0
     while step < (epoch + 1) * spe:
