@@ -395,9 +395,9 @@ class InverseAdversarialTraining(Method):
         return stored, batch.images, batch_stats, universal
 
       # A step compiled for one phase (epoch_phase) holds only that phase's work: the
-      # inverse branch alone, left in a switch, slows every step before T' (docs/
-      # architecture.md#epoch-phases). After T' the branch depends on the data (examples
-      # never written), so the switch stays.
+      # inverse branch alone, left in a switch, slows every step before T'
+      # (docs/architecture.md#epoch-phases). After T' the branch depends on the data
+      # (examples never written), so the switch stays.
       if ctx.epoch_phase == BEFORE:
         fresh, target_input, batch_stats, universal = clean_target((batch_stats, universal))
       elif ctx.epoch_phase == AT:
