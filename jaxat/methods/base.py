@@ -16,7 +16,9 @@ perturbation removed afterwards (docs/baselines.md#awp).
 
 Every phase receives a `StepInfo` (global step, epoch, fraction of training done, learning
 rate) as arrays, so phase switches (momentum start, one-off epoch, warm-ups, ε ramps) are
-jnp.where/lax.cond on them and a new epoch never recompiles the step. Randomness is never
+jnp.where/lax.cond on them and a new epoch never recompiles the step; a method whose
+epochs fall into phases may name them (`Method.epoch_phase`) and get one compiled step per
+phase instead (docs/architecture.md#epoch-phases). Randomness is never
 state: each phase receives a key derived with fold_in from the seed and the global step.
 
 Runs a method needs finished first (HAT's standard helper model) are declared with
