@@ -231,12 +231,12 @@ def test_host_placement_each_process_reads_its_own_rows(straight_runs):
   the 2 processes of the uninterrupted run gathers the half of every global batch that
   lands on its devices (counted by the batcher, reported in results.json); that run equals
   the device-placement run of 1 process x 4 devices bit for bit (the first test)."""
-  _, multi, _ = straight_runs
+  single, multi, _ = straight_runs
   a = _read_json(multi / "results.json")
   half = 16 // 2  # batch_size 16 over 4 devices, two per process
   assert a["host_input"] == {"rows_read_by_process": [half * TOTAL_STEPS] * 2,
                              "steps": TOTAL_STEPS}
-  assert "host_input" not in _read_json(straight_runs[0] / "results.json")
+  assert "host_input" not in _read_json(single / "results.json")
 
 
 # Process 1 of a 2-process run, failing alone at step 5 of 16: an error the other process

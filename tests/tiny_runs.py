@@ -66,11 +66,9 @@ def run_until_sigterm(args: list[str], env: dict) -> tuple[int, str]:
   return proc.returncode, stderr
 
 
-def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int,
-                                  interrupted_extra: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
+def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int) -> tuple[dict, dict, int]:
   """Trains `python <args>` twice side by side: straight through in tmp_path/'straight', and
-  in tmp_path/'interrupted' (with `interrupted_extra` appended) stopped by SIGTERM once the
-  step has compiled, then rerun. Asserts the preemption status (143) with its message, a
+  in tmp_path/'interrupted' stopped by SIGTERM once the step has compiled, then rerun. Asserts the preemption status (143) with its message, a
   checkpoint before the last of `total_steps` and no results.json after the interruption,
   that the rerun resumed from it, that every run succeeded, and that both runs wrote the
   same metrics.jsonl records (timings aside: the partial epoch's sums are checkpointed).
@@ -80,7 +78,7 @@ def interrupted_and_straight_runs(args: list[str], tmp_path, total_steps: int,
   env = dict(os.environ)
   uninterrupted = subprocess.Popen([sys.executable, *args, f"--workdir={straight}"], cwd=REPO_ROOT,
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  second = [*args, *interrupted_extra, f"--workdir={interrupted}"]
+  second = [*args, f"--workdir={interrupted}"]
   returncode, stderr = run_until_sigterm(second, env)
   assert returncode == 143, stderr[-3000:]
   assert "rerun the same command to resume" in stderr, stderr[-3000:]
