@@ -103,6 +103,24 @@ def test_second_clean_forward_changes_only_the_running_statistics():
                                0.9 * clean_part + adv_part, rtol=1e-5, atol=1e-7)
 
 
+def test_the_second_clean_forward_adds_no_convolution_to_the_gradient():
+  # 'separate' replays the official second clean forward's running-average update: the
+  # compiled loss-and-gradient holds exactly the convolutions of 'shared' (two forwards,
+  # two backwards). Running or differentiating that forward adds some (a third forward's
+  # convolutions that XLA does not merge with the first's, or a third backward).
+  ctx, params, batch_stats, batch = tiny_model_and_batch()
+  prepared = {"x_adv": jnp.clip(batch.images + 0.1, 0.0, 1.0)}
+  counts = {}
+  for option in ("separate", "shared"):
+    trades = method(kl_target_forward=option)
+    loss_fn = lambda p: trades.loss(ctx, p, batch_stats, batch, prepared, jax.random.key(0),
+                                    epoch_start_info(0, ctx))
+    text = jax.jit(jax.value_and_grad(loss_fn, has_aux=True)).lower(params).compile().as_text()
+    counts[option] = text.count(" convolution(")
+  assert counts["shared"] > 0
+  assert counts["separate"] == counts["shared"], counts
+
+
 def test_the_attack_is_the_kl_attack_in_eval_mode_inside_the_ball():
   ctx, params, batch_stats, batch = tiny_model_and_batch()
   trades = method()

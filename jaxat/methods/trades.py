@@ -17,8 +17,14 @@ Official behaviour (yaodongyu/TRADES @6e8e11b, docs/baselines.md#trades), the de
   averages see the clean batch twice: after one step they are
   0.729·r + 0.181·mean_clean + 0.09·mean_adv instead of 0.81·r + 0.09·mean_clean + 0.1·mean_adv.
   These running averages are what the eval-mode attack and the evaluation use.
-- 'shared': the CE forward's logits are the KL target (two forwards and backwards instead
-  of three: about 7% less compute per step with the PGD-10 attack).
+  jaxat takes the KL target from the first clean forward and replays the second one's
+  running-average update without running it (`replay_running_update`: equal up to float
+  round-off), so the step costs what 'shared' costs: one clean forward and one backward
+  through it, whose cotangent sums the CE's and the KL target's, where the official
+  code's graph back-propagates through both clean passes (the same gradient up to float
+  round-off; docs/baselines.md#second-clean-forward).
+- 'shared': the CE forward's logits are the KL target, and the running averages see the
+  clean batch once.
 
 The order of the train-mode forwards is TRADES' (clean, adversarial, clean); TRADES-AWP's
 script runs (adversarial, clean, clean), which changes only the order of the running-average
@@ -37,6 +43,7 @@ import ml_collections
 from jaxat.attacks import losses as per_example
 from jaxat.methods import losses, maximizer
 from jaxat.methods.base import Method
+from jaxat.models.forward import replay_running_update
 
 KL_TARGET_FORWARDS = ("separate", "shared")
 
@@ -96,12 +103,14 @@ class TRADES(Method):
 
   def loss(self, ctx, params, batch_stats, batch, prepared, key, info):
     cfg = self.cfg
-    clean_logits, _, batch_stats = ctx.model(params, batch_stats, batch.images, "train")
-    adv_logits, _, batch_stats = ctx.model(params, batch_stats, prepared["x_adv"], "train")
+    before = batch_stats
+    clean_logits, _, after_clean = ctx.model(params, before, batch.images, "train")
+    adv_logits, _, batch_stats = ctx.model(params, after_clean, prepared["x_adv"], "train")
     if cfg.kl_target_forward == "separate":
-      target_logits, _, batch_stats = ctx.model(params, batch_stats, batch.images, "train")
-    else:
-      target_logits = clean_logits
+      # The official second clean forward would give clean_logits again (same weights, same
+      # batch, batch statistics): only its running-average update is replayed.
+      batch_stats = replay_running_update(before, after_clean, batch_stats)
+    target_logits = clean_logits
     loss, natural, robust = trades_loss(clean_logits, adv_logits, target_logits, batch.labels,
                                         prepared.get("beta", cfg.beta), cfg.label_smoothing)
     metrics = {"natural_loss": natural, "robust_loss": robust,

@@ -16,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxat.models.layers import BN_MOMENTUM
+
 BN_MODES = ("eval", "batch_stats", "train")
 
 
@@ -50,3 +52,16 @@ class ModelFn:
   def logits(self, params: Any, batch_stats: Any, x: jax.Array, mode: str = "eval") -> jax.Array:
     """Logits only; in 'train' mode the running-statistics update is discarded."""
     return self(params, batch_stats, x, mode)[0]
+
+
+def replay_running_update(before: Any, after: Any, now: Any, momentum: float = BN_MOMENTUM) -> Any:
+  """The running averages a 'train'-mode forward would leave if run again on the same batch,
+  without running it.
+
+  BatchNorm updates each running average r ← m·r + (1 − m)·s, with s the batch's statistic
+  and m = `momentum` (jaxat's layers: BN_MOMENTUM = 0.9). A forward that turned `before`
+  into `after` had (1 − m)·s = after − m·before, so the same batch from `now` gives
+  m·now + (after − m·before): equal to running that forward again up to float round-off
+  (a few ulps of the averages). The trees are batch_stats collections of one model.
+  """
+  return jax.tree.map(lambda b, a, n: momentum * n + (a - momentum * b), before, after, now)
