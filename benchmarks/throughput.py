@@ -17,7 +17,10 @@ the input gradient fast inside attack loops) for plain `lax.conv_general_dilated
 measure what that VJP costs or saves per method.
 
 Methods whose step depends on the training phase (e.g. uiat_oneoff) are measured at the
-epoch given by --at_epoch out of --num_epochs, or at their own epoch with `@<epoch>`.
+epoch given by --at_epoch out of --num_epochs, or at their own epoch with `@<epoch>`. A
+method measured at an epoch E > 0 first trains through epoch E - 1 (every batch of the
+synthetic epoch, with that epoch's step), so its state, and a phase read from it
+(uiat_oneoff after T': FROZEN once T' wrote every target), are those a run has at E.
 A method is a config file of configs/ (so `ecas`, `las_at` count as methods) and may carry
 a config token after a colon: `uiat_oneoff:fgsm_mep` is
 configs/uiat_oneoff.py:synthetic,fgsm_mep (UIAT plugged into FGSM-MEP), e.g.
@@ -128,21 +131,32 @@ class CompiledStep(NamedTuple):
 
 def compile_step(config, scratch_name: str, at_epoch: int = 0) -> CompiledStep:
   """Builds the experiment of `config`, trains its prerequisites (in /tmp), and compiles
-  its training step, the state's step counter set to the start of epoch `at_epoch` (the
-  counter is an array: `with_step` moves it without recompiling)."""
+  its training step for epoch `at_epoch`, the state's step counter set to the start of
+  that epoch (the counter is an array: `with_step` moves it without recompiling). For
+  `at_epoch` > 0 the state is first trained through epoch `at_epoch` - 1."""
   exp = build_experiment(config)
   finish_prerequisites(exp.method, config, os.path.join("/tmp", f"jaxat_benchmark_{scratch_name}"))
   state = init_state(exp)
   images, labels = put_train_data(exp)
   permutation = epoch_permutation_fn(exp)(0)
-  # The step jaxat.main compiles for that epoch (its epoch phase, docs/architecture.md#epoch-phases).
-  train_step, step_fn = make_train_step(
-      exp.method, phase_context(exp.method, exp.ctx, at_epoch), exp.tx, config, exp.mesh,
-      exp.schedule, sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows))
-  sums = init_sums(metric_shapes(step_fn, state, images, labels, permutation),
+  state_shardings = sharding.state_sharding(state, exp.mesh, exp.ctx.example_rows)
+
+  def step_for(epoch, state):
+    # The step jaxat.main compiles for that epoch (its epoch phase, read from the state;
+    # docs/architecture.md#epoch-phases).
+    return make_train_step(exp.method, phase_context(exp.method, exp.ctx, epoch, state.method_state),
+                           exp.tx, config, exp.mesh, exp.schedule, state_shardings)
+
+  sums = init_sums(metric_shapes(step_for(0, state)[1], state, images, labels, permutation),
                    state.step.sharding)
   if at_epoch:
-    state = with_step(state, at_epoch * exp.ctx.steps_per_epoch)
+    state = with_step(state, (at_epoch - 1) * exp.ctx.steps_per_epoch)
+    previous = step_for(at_epoch - 1, state)[0]
+    for _ in range(exp.ctx.steps_per_epoch):
+      state, sums = previous(state, sums, images, labels, permutation)
+    sums = init_sums(metric_shapes(step_for(0, state)[1], state, images, labels, permutation),
+                     state.step.sharding)
+  train_step = step_for(at_epoch, state)[0]
   start = time.perf_counter()
   compiled = train_step.lower(state, sums, images, labels, permutation).compile()
   return CompiledStep(compiled, state, sums, (images, labels, permutation), exp,

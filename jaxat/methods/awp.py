@@ -198,8 +198,8 @@ class AWP(Method):
   def count_metric_labels(self):
     return self.base.count_metric_labels()
 
-  def epoch_phase(self, epoch, ctx):
-    return self.base.epoch_phase(epoch, ctx)
+  def epoch_phase(self, epoch, ctx, method_state=None):
+    return self.base.epoch_phase(epoch, ctx, method_state)
 
   def prerequisites(self, config, workdir):
     return self.base.prerequisites(config, workdir)

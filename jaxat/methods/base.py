@@ -178,14 +178,21 @@ class Method(abc.ABC):
     """Raises ValueError naming any invalid value and the valid choices. Called before
     anything is compiled. `num_classes` is known once the dataset is loaded."""
 
-  def epoch_phase(self, epoch: int, ctx: StepContext) -> Any:
+  def epoch_phase(self, epoch: int, ctx: StepContext, method_state: Any = None) -> Any:
     """A hashable value naming the phase of 0-based `epoch` (docs/architecture.md#epoch-phases),
     or None (the default) for a method without epoch phases. The engine compiles one
     training step per distinct phase of the epochs it runs, with `ctx.epoch_phase` set to
     it, so `prepare` and `loss` may leave out the work of the other phases instead of
     branching at run time; with `ctx.epoch_phase` None they must decide from
-    `StepInfo.epoch` (the same results). The metrics must not depend on the phase."""
-    del epoch, ctx
+    `StepInfo.epoch` and the state (the same results). The metrics must not depend on the
+    phase.
+
+    `method_state` is the method's state where the engine decides the epoch's step (the
+    start of the epoch, or the step a resumed run starts from; device arrays, sharded like
+    the training state), or None where the caller has none (benchmarks and tools decide
+    from the epoch alone). A phase read from it must give the step's results for every
+    state with that phase, including the later states of the same epoch."""
+    del epoch, ctx, method_state
     return None
 
   # -- model hook (docs/architecture.md#model-hook) ----------------------------------------

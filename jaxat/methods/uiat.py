@@ -76,6 +76,7 @@ examples miss each epoch, so the fallback is a real case, not a corner case.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -83,6 +84,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxat import xla_cpu
 from jaxat.attacks import losses as attack_losses
 from jaxat.methods import inverse, losses, maximizer
 from jaxat.methods.base import Batch, Method, StepContext
@@ -93,6 +95,23 @@ GENERATIONS = ("universal", "instance")
 KL_REDUCTIONS = ("batchmean", "mean")
 # One-off phases (Eq. 10): before T', at T', after T'.
 BEFORE, AT, AFTER = 0, 1, 2
+# A static phase only (never a run-time value): after T' with every example's target
+# written, so no batch needs the inverse adversary (InverseAdversarialTraining.epoch_phase).
+FROZEN = 3
+
+
+def every_target_written(written_epoch: jax.Array) -> bool:
+  """Whether every row of the one-off buffer's (N,) `written_epoch` is written (>= 0),
+  reduced on the devices that hold the rows (a compiled call: the rows may be sharded
+  over processes)."""
+  return bool(_all_written()(written_epoch))
+
+
+@functools.lru_cache(maxsize=None)
+def _all_written():
+  # Built on first use: compiling at import would start the backend before a multi-process
+  # run's jax.distributed.initialize.
+  return xla_cpu.jit(lambda written: jnp.all(written >= 0))
 
 
 def phase_epoch(fraction: float, num_epochs: int) -> int:
@@ -328,12 +347,25 @@ class InverseAdversarialTraining(Method):
     probs, batch_stats = self._probs(ctx, params, batch_stats, x_inv)
     return probs, x_inv, batch_stats, universal
 
-  def epoch_phase(self, epoch, ctx):
-    """BEFORE, AT or AFTER the one-off epoch T' for the one-off variant; None otherwise."""
+  def epoch_phase(self, epoch, ctx, method_state=None):
+    """BEFORE, AT or AFTER the one-off epoch T' for the one-off variant, and FROZEN after T'
+    when `method_state` shows every example's target written (the usual case from the
+    second epoch after T' on: only the examples of T''s dropped last batch are written
+    later); None for the other variants. A FROZEN step holds no inverse adversary at all,
+    where an AFTER step keeps it in a run-time switch for batches with unwritten examples,
+    and on XLA:CPU that unused branch slows every step (docs/architecture.md#epoch-phases).
+    Written rows stay written, so a state read mid-epoch is FROZEN only if every later state
+    of the epoch is."""
     if not self.cfg.oneoff:
       return None
     oneoff_epoch = phase_epoch(self.cfg.oneoff_start, ctx.num_epochs)
-    return BEFORE if epoch < oneoff_epoch else AT if epoch == oneoff_epoch else AFTER
+    if epoch < oneoff_epoch:
+      return BEFORE
+    if epoch == oneoff_epoch:
+      return AT
+    if method_state is not None and every_target_written(method_state["target"]["written_epoch"]):
+      return FROZEN
+    return AFTER
 
   def count_metric_labels(self):
     if self.base:
@@ -397,9 +429,12 @@ class InverseAdversarialTraining(Method):
       # A step compiled for one phase (epoch_phase) holds only that phase's work: the
       # inverse branch alone, left in a switch, slows every step before T'
       # (docs/architecture.md#epoch-phases). After T' the branch depends on the data
-      # (examples never written), so the switch stays.
+      # (examples never written) until every target is written (FROZEN), so the switch
+      # stays in the AFTER step.
       if ctx.epoch_phase == BEFORE:
         fresh, target_input, batch_stats, universal = clean_target((batch_stats, universal))
+      elif ctx.epoch_phase == FROZEN:   # no example missing: branch 2 for every batch
+        fresh, target_input, batch_stats, universal = frozen_target((batch_stats, universal))
       elif ctx.epoch_phase == AT:
         fresh, target_input, batch_stats, universal = inverse_target((batch_stats, universal))
       else:

@@ -158,10 +158,12 @@ def accumulate(sums: dict, metrics: dict, step: jax.Array) -> dict:
   return new
 
 
-def phase_context(method: Method, ctx: StepContext, epoch: int) -> StepContext:
-  """`ctx` with `epoch_phase` set to the method's phase of 0-based `epoch`: the context of
-  the step compiled for that epoch (docs/architecture.md#epoch-phases)."""
-  return dataclasses.replace(ctx, epoch_phase=method.epoch_phase(epoch, ctx))
+def phase_context(method: Method, ctx: StepContext, epoch: int,
+                  method_state: Any = None) -> StepContext:
+  """`ctx` with `epoch_phase` set to the method's phase of 0-based `epoch` (given its
+  `method_state` where the caller has it): the context of the step compiled for that epoch
+  (docs/architecture.md#epoch-phases)."""
+  return dataclasses.replace(ctx, epoch_phase=method.epoch_phase(epoch, ctx, method_state))
 
 
 def make_train_step(method: Method, ctx: StepContext, tx: optax.GradientTransformation,

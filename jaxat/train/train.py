@@ -495,8 +495,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # (docs/architecture.md#epoch-phases); a method without phases has one.
   compiled_steps: dict[Any, Any] = {}
 
-  def compiled_step_for(epoch: int):
-    ctx = phase_context(exp.method, exp.ctx, epoch)
+  def compiled_step_for(epoch: int, method_state):
+    ctx = phase_context(exp.method, exp.ctx, epoch, method_state)
     if ctx.epoch_phase not in compiled_steps:
       compile_watch = reporting.Stopwatch()
       train_step, _ = make_train_step(exp.method, ctx, exp.tx, config, exp.mesh, exp.schedule,
@@ -507,7 +507,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return compiled_steps[ctx.epoch_phase]
 
   if start_step < exp.total_steps:
-    compiled_step_for(start_step // spe)
+    compiled_step_for(start_step // spe, state.method_state)
 
   progress = reporting.Progress(config.log.progress if main else "none", exp.total_steps,
                                 start_step, config.batch_size)
@@ -516,7 +516,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step = start_step
   first_epoch = num_epochs if meta.get("guard_stopped_epoch") else step // spe
   for epoch in range(first_epoch, num_epochs):
-    compiled_step = compiled_step_for(epoch)
+    compiled_step = compiled_step_for(epoch, state.method_state)
     epoch_watch = reporting.Stopwatch()
     steps_run = 0
     while step < (epoch + 1) * spe:
