@@ -32,12 +32,3 @@ if "glibc.malloc.hugetlb" not in _tunables:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 std_logging.getLogger("absl").setLevel(std_logging.WARNING)
-
-
-def pytest_collection_modifyitems(config, items):
-  """Test files with end-to-end runs (marked `slow`) first, each file's tests kept together
-  and in order: with `-n 2` a run of many seconds collected near the end can leave the
-  other worker idle while it finishes; moved to the front, the short tests fill in after."""
-  del config
-  slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-  items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
