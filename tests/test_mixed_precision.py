@@ -92,8 +92,10 @@ def test_bfloat16_input_gradient_is_float32_and_close_to_float32_model():
   grads = {}
   for dtype in ("float32", "bfloat16"):
     module = create_model(_model_cfg("small_cnn", dtype), 4, (0.5,) * 3, (0.25,) * 3)
-    variables = module.init(jax.random.PRNGKey(0), x, train=False)
-    grads[dtype] = jax.grad(lambda x: module.apply(variables, x, train=False)[0][:, 0].sum())(x)
+    # jit: eager Flax compiles every primitive on its own (seconds on a busy CPU).
+    variables = jax.jit(lambda x: module.init(jax.random.PRNGKey(0), x, train=False))(x)
+    grads[dtype] = jax.jit(jax.grad(
+        lambda x: module.apply(variables, x, train=False)[0][:, 0].sum()))(x)
   assert grads["bfloat16"].dtype == jnp.float32
   assert not np.array_equal(grads["bfloat16"], grads["float32"])
   scale = float(jnp.max(jnp.abs(grads["float32"])))

@@ -34,7 +34,8 @@ def test_the_passes_compute_what_they_are_named_for():
   module = create_model(pass_costs.model_config("small_cnn"), 10, (0.5,) * 3, (0.25,) * 3)
   x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
   labels = jnp.array([0, 3, 9, 3])
-  variables = module.init(jax.random.key(1), x, train=False)
+  # jit: eager Flax compiles every primitive on its own (seconds on a busy CPU).
+  variables = jax.jit(lambda x: module.init(jax.random.key(1), x, train=False))(x)
   params, stats = variables["params"], variables["batch_stats"]
   functions = pass_costs.pass_functions(ModelFn(module), labels)
 
@@ -43,13 +44,14 @@ def test_the_passes_compute_what_they_are_named_for():
                           mutable=["batch_stats"])[0][0]
     return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
 
-  eval_logits = module.apply({"params": params, "batch_stats": stats}, x, train=False)[0]
+  eval_logits = jax.jit(lambda p, x: module.apply({"params": p, "batch_stats": stats}, x,
+                                                  train=False)[0])(params, x)
   np.testing.assert_allclose(functions["forward_eval"](params, stats, x), eval_logits,
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(functions["forward_input_backward"](params, stats, x),
-                             jax.grad(loss, argnums=1)(params, x), rtol=1e-4, atol=1e-7)
+                             jax.jit(jax.grad(loss, argnums=1))(params, x), rtol=1e-4, atol=1e-7)
   for ours, reference in zip(jax.tree.leaves(functions["training_gradient"](params, stats, x)),
-                             jax.tree.leaves(jax.grad(loss)(params, x))):
+                             jax.tree.leaves(jax.jit(jax.grad(loss))(params, x))):
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
 
 
