@@ -147,15 +147,14 @@ def compile_step(config, scratch_name: str, at_epoch: int = 0) -> CompiledStep:
     return make_train_step(exp.method, phase_context(exp.method, exp.ctx, epoch, state.method_state),
                            exp.tx, config, exp.mesh, exp.schedule, state_shardings)
 
-  sums = init_sums(metric_shapes(step_for(0, state)[1], state, images, labels, permutation),
-                   state.step.sharding)
+  shapes = metric_shapes(step_for(0, state)[1], state, images, labels, permutation)
+  sums = init_sums(shapes, state.step.sharding)
   if at_epoch:
     state = with_step(state, (at_epoch - 1) * exp.ctx.steps_per_epoch)
     previous = step_for(at_epoch - 1, state)[0]
     for _ in range(exp.ctx.steps_per_epoch):
       state, sums = previous(state, sums, images, labels, permutation)
-    sums = init_sums(metric_shapes(step_for(0, state)[1], state, images, labels, permutation),
-                     state.step.sharding)
+    sums = init_sums(shapes, state.step.sharding)
   train_step = step_for(at_epoch, state)[0]
   start = time.perf_counter()
   compiled = train_step.lower(state, sums, images, labels, permutation).compile()

@@ -1,10 +1,12 @@
 """benchmarks/throughput.py's cost ratios, from fabricated step times (nothing is timed):
 with several rounds a cost is the median of the per-round ratios, not the ratio of the
-medians, and UIAT plugged into a method is compared with that method."""
+medians, and UIAT plugged into a method is compared with that method; and the state a
+method timed at an epoch starts from (a tiny model trained through the epoch before)."""
 
 import os
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,3 +90,17 @@ def test_temp_bytes_reads_the_memory_analysis_where_there_is_one():
   before = throughput.minor_page_faults()
   bytearray(64 * 2**20)   # 64 MiB, written on allocation: at least some fresh pages
   assert throughput.minor_page_faults() > before
+
+
+def test_a_method_timed_at_an_epoch_has_the_state_of_a_run_at_that_epoch():
+  """`uiat_oneoff:fgsm_rs@9` (T' = 8 of 10) is first trained through epoch 8, so every
+  target is written at T' and the step timed is the run's after T' (FROZEN), not a fresh
+  state's in which every batch would compute its inverse adversary."""
+  import argparse
+  args = argparse.Namespace(model="small_cnn", batch_size=4, steps=1, warmup=1, rounds=1,
+                            image_size=8, num_epochs=10, num_devices=1)
+  step = throughput.compile_step(throughput.benchmark_config("uiat_oneoff:fgsm_rs", args),
+                                 "test_at_epoch", at_epoch=9)
+  assert int(step.state.step) == 9 * step.exp.ctx.steps_per_epoch
+  written = np.asarray(step.state.method_state["target"]["written_epoch"])
+  assert (written == 8).all()
